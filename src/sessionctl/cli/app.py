@@ -1,0 +1,78 @@
+"""The `sessionctl` command: the Typer app and its entry point."""
+
+from typing import Annotated, Optional
+
+import typer
+
+from .. import __version__
+from . import cleanup, config, history, inspect, listing, presets, restore, stats, validate
+from .common import reset_state
+
+HELP = """Look after application session stores: see what is in them, find what is broken,
+remove what has expired, from a shell, cron or CI.
+
+Stores: a JSON file, a folder of JSON files, a SQLite table. Exit codes: 0 ok, 1 findings
+(invalid sessions, a crossed threshold, some deletions failed), 2 usage, 3 store unusable,
+4 busy, 5 nothing could be removed.
+
+Example: sessionctl stats --store ./sessions.json
+"""
+
+app = typer.Typer(
+    name="sessionctl",
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sessionctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    config_file: Annotated[
+        Optional[str],
+        typer.Option(
+            "--config",
+            "-c",
+            metavar="PATH",
+            envvar="SESSIONCTL_CONFIG",
+            show_envvar=True,
+            help="Config file to use instead of the user or site one. "
+            "Example: sessionctl --config /etc/sessionctl.toml stats",
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            is_eager=True,
+            callback=_print_version,
+            help="Print the version and exit. Example: sessionctl --version",
+        ),
+    ] = False,
+) -> None:
+    reset_state(config_file)
+
+
+app.command("list")(listing.command)
+app.command("inspect")(inspect.command)
+app.command("validate")(validate.command)
+app.command("stats")(stats.command)
+app.command("cleanup")(cleanup.command)
+app.command("restore")(restore.command)
+app.command("history")(history.command)
+app.command("presets")(presets.command)
+app.add_typer(config.app, name="config")
+
+
+def main() -> None:
+    app(prog_name="sessionctl")

@@ -1,0 +1,261 @@
+"""`sessionctl cleanup`."""
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .. import render
+from ..core.errors import ExitCode, usage_error
+from .common import ObjectFormat, QuietOpt, StoreArgs, open_store_context, say, store_command
+from .progress import Progress
+
+#: A dry run lists at most this many sessions in the table; --format json lists them all.
+TABLE_SESSION_LIMIT = 50
+
+
+def stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+def cleanup_text(result: dict, rich: bool) -> str:
+    title = f"Cleanup of {result['store']}" + (
+        " (dry run: nothing changed)" if result["dry_run"] else ""
+    )
+    reasons = ", ".join(f"{code} {count}" for code, count in result["by_reason"].items())
+    pairs = [
+        ("Examined", str(result["total"])),
+        ("Selected", f"{result['selected']}" + (f"  ({reasons})" if reasons else "")),
+    ]
+    if not result["dry_run"]:
+        pairs += [
+            ("Deleted", render.markup(str(result["deleted"]), "green", rich)),
+            (
+                "Failed",
+                render.markup(str(result["failed"]), "red" if result["failed"] else "", rich)
+                if result["failed"]
+                else "0",
+            ),
+            (
+                "Changed",
+                f"{result['changed']}  (touched by the application meanwhile: kept)"
+                if result["changed"]
+                else "0",
+            ),
+            ("Archive", render.esc(result["archive"] or "-", rich)),
+        ]
+    pairs.append(("Took", f"{result['duration_s']:.2f}s"))
+    text = render.markup(title, "bold", rich) + "\n" + render.key_values(pairs, rich)
+    if result["dry_run"] and result["sessions"]:
+        text += "\n" + render.markup("Would remove", "bold", rich) + "\n"
+        shown = result["sessions"][:TABLE_SESSION_LIMIT]
+        width = max(len(render.text_of(s["id"] or s["key"])) for s in shown)
+        for item in shown:
+            name = render.text_of(item["id"] or item["key"])
+            text += f"  {render.esc(name.ljust(width), rich)}  {', '.join(item['reasons'])}\n"
+        more = result["selected"] - len(shown)
+        if more > 0:
+            text += f"  … and {more} more (--format json lists them all)\n"
+    if result["errors"]:
+        text += "\n" + render.markup("Errors", "bold red", rich) + "\n"
+        for error in result["errors"]:
+            text += (
+                f"  {render.esc(error['sessionId'], rich)}: {render.esc(error['error'], rich)}\n"
+            )
+    return text
+
+
+def cleanup_command(
+    expired: Annotated[
+        bool,
+        typer.Option(
+            "--expired",
+            help="Remove expired sessions (expiry field, idle timeout, max age). Example: cleanup --expired",
+        ),
+    ] = False,
+    invalid: Annotated[
+        bool,
+        typer.Option(
+            "--invalid", help="Remove sessions that fail validation. Example: cleanup --invalid"
+        ),
+    ] = False,
+    everything: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Remove every session; asks on a terminal, needs --yes otherwise. Example: cleanup --all --yes",
+        ),
+    ] = False,
+    max_per_group: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-per-group",
+            min=0,
+            metavar="N",
+            help="Keep only the N most recently used sessions per group (user, workspace). Example: --max-per-group 5",
+        ),
+    ] = None,
+    max_count: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-count",
+            min=0,
+            metavar="N",
+            help="Remove the oldest until at most N sessions remain. Example: --max-count 10000",
+        ),
+    ] = None,
+    max_size: Annotated[
+        Optional[str],
+        typer.Option(
+            "--max-size",
+            metavar="SIZE",
+            help="Remove the oldest until the sessions take at most SIZE. Example: --max-size 10MB",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            "-n",
+            help="Show what would be removed and why; change nothing. Example: cleanup --expired -n",
+        ),
+    ] = False,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes",
+            "-y",
+            help="Do not ask before --all (required without a terminal). Example: cleanup --all -y",
+        ),
+    ] = False,
+    batch_size: Annotated[
+        Optional[int],
+        typer.Option(
+            "--batch-size",
+            min=1,
+            metavar="N",
+            help="Sessions per delete transaction (default 1000). Example: --batch-size 500",
+        ),
+    ] = None,
+    pause: Annotated[
+        Optional[str],
+        typer.Option(
+            "--pause",
+            metavar="DURATION",
+            help="Sleep between batches to let the application breathe. Example: --pause 0.2s",
+        ),
+    ] = None,
+    hook: Annotated[
+        Optional[str],
+        typer.Option(
+            "--hook",
+            metavar="CMD",
+            help="Run CMD once per session before removing it, the session as JSON on stdin and its id "
+            "in $SESSIONCTL_SESSION_ID (split like a shell would, never run by one); a failure keeps "
+            "the session. Example: --hook '/usr/local/bin/teardown --force'",
+        ),
+    ] = None,
+    hook_timeout: Annotated[
+        Optional[str],
+        typer.Option(
+            "--hook-timeout",
+            metavar="DURATION",
+            help="Longest a hook may run (default 30s). Example: --hook-timeout 2m",
+        ),
+    ] = None,
+    archive: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--archive",
+            metavar="PATH",
+            help="Archive file (or folder) for removed sessions; default: the state folder. Example: --archive /backup/sessions.ndjson.gz",
+        ),
+    ] = None,
+    no_archive: Annotated[
+        bool,
+        typer.Option(
+            "--no-archive",
+            help="Do not archive removed sessions (they cannot be restored). Example: --no-archive",
+        ),
+    ] = False,
+    output: Annotated[
+        ObjectFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table, json or ndjson. Example: -f json",
+            envvar="SESSIONCTL_FORMAT",
+        ),
+    ] = ObjectFormat.table,
+    quiet: QuietOpt = False,
+    store: StoreArgs = None,
+) -> None:
+    """Remove expired, invalid or all sessions, archiving each one first.
+
+    Exit 0: all done; 1: some deletions failed; 5: none could be removed; 4: another cleanup
+    holds the store.
+    Example: sessionctl cleanup --store web --expired --dry-run
+    """
+    from ..core.ops.cleanup import DEFAULT_BATCH_SIZE, CleanupOptions, cleanup
+    from ..core.timeparse import parse_duration, parse_size
+
+    if archive is not None and no_archive:
+        raise usage_error("--archive and --no-archive contradict each other")
+    if everything and not yes and not dry_run and not stdin_is_terminal():
+        raise usage_error(
+            "refusing to remove all sessions without a terminal to confirm on", "add --yes"
+        )
+    extra = {}
+    if pause is not None:
+        extra["pause"] = parse_duration(pause, "--pause")
+    if hook_timeout is not None:
+        extra["hook_timeout"] = parse_duration(hook_timeout, "--hook-timeout")
+    if batch_size is not None:
+        extra["batch_size"] = batch_size
+    if hook is not None:
+        import shlex
+
+        extra["on_delete"] = shlex.split(hook)
+    with open_store_context(store, extra) as ctx:
+        settings = ctx.settings
+        options = CleanupOptions(
+            expired=expired,
+            invalid=invalid,
+            everything=everything,
+            max_per_group=max_per_group
+            if max_per_group is not None
+            else settings.get("max_per_group"),
+            max_count=max_count,
+            max_size=parse_size(max_size, "--max-size") if max_size is not None else None,
+            dry_run=dry_run,
+            batch_size=settings.get("batch_size") or DEFAULT_BATCH_SIZE,
+            pause=settings.get("pause", 0.0),
+            hook=settings.get("on_delete"),
+            hook_timeout=settings["hook_timeout"],
+            archive=bool(settings["archive"]) and not no_archive,
+            archive_path=archive,
+        )
+
+        def confirm(count: int) -> bool:
+            if yes:
+                return True
+            return typer.confirm(f"Remove ALL {count} sessions from {ctx.label}?", err=True)
+
+        with Progress(enabled=not quiet, label=f"cleanup {ctx.label}") as progress:
+            result = cleanup(ctx, options, progress=progress.update, confirm=confirm)
+    figures = result.as_dict()
+    if not quiet:
+        render.emit_object(figures, output.value, cleanup_text)
+    elif result.errors:
+        for error in result.errors:
+            say(f"{error['sessionId']}: {error['error']}")
+    if result.aborted:
+        say("aborted: nothing was removed")
+    if result.error and not (quiet and result.error_code == ExitCode.BUSY):
+        say(result.error)
+    if result.exit_code:
+        raise typer.Exit(int(result.exit_code))
+
+
+command = store_command(cleanup_command)

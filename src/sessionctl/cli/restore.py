@@ -1,0 +1,72 @@
+"""`sessionctl restore ARCHIVE`."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import render
+from .common import ObjectFormat, QuietOpt, StoreArgs, open_store_context, store_command
+
+
+def restore_text(result: dict, rich: bool) -> str:
+    pairs = [
+        ("Archive", render.esc(result["archive"], rich)),
+        ("Store", render.esc(result["store"], rich)),
+        ("Entries", str(result["entries"])),
+        ("Restored", render.markup(str(result["restored"]), "green", rich)),
+        ("Skipped", f"{result['skipped']}  (their ids exist again)" if result["skipped"] else "0"),
+    ]
+    if result["truncated"]:
+        pairs.append(
+            (
+                "Note",
+                render.markup(
+                    "archive ends early (a run was cut short); all readable entries were used",
+                    "yellow",
+                    rich,
+                ),
+            )
+        )
+    return render.key_values(pairs, rich)
+
+
+def restore_command(
+    archive: Annotated[
+        Path,
+        typer.Argument(
+            metavar="ARCHIVE",
+            help="An archive written by cleanup. Example: restore ~/.local/state/sessionctl/archives/web/20261123T101500Z-4242.ndjson.gz",
+        ),
+    ],
+    output: Annotated[
+        ObjectFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table, json or ndjson. Example: -f json",
+            envvar="SESSIONCTL_FORMAT",
+        ),
+    ] = ObjectFormat.table,
+    quiet: QuietOpt = False,
+    store: StoreArgs = None,
+) -> None:
+    """Put archived sessions back into their store (or --store), skipping ids that exist again.
+
+    Example: sessionctl restore ./archive.ndjson.gz --store web
+    """
+    from ..core.audit import read_archive
+    from ..core.ops.restore import restore
+
+    contents = read_archive(archive)
+    if store.store is None:
+        store.store = contents.header.get("address")
+        if store.preset is None and contents.header.get("id_field"):
+            store.fields = [f"id={contents.header['id_field']}", *store.fields]
+    with open_store_context(store) as ctx:
+        result = restore(ctx, archive, contents)
+    if not quiet:
+        render.emit_object(result.as_dict(), output.value, restore_text)
+
+
+command = store_command(restore_command)

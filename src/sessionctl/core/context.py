@@ -1,0 +1,167 @@
+"""Everything a command needs about one store, resolved once: where it is, how to read it
+(mapping), how to judge it (policy), the effective settings, the state folder and `now`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..stores import Store, StoreSpec, open_store, parse_address
+from .config import ENV_STORE, Config, Settings, state_dir, store_settings
+from .errors import usage_error
+from .mapping import (
+    KEY_PATH,
+    Mapper,
+    Mapping,
+    Preset,
+    detect_mapping,
+    detect_preset,
+    get_preset,
+    preset_mapping,
+)
+from .policy import Judge, Policy, Rules
+
+
+@dataclass
+class StoreRequest:
+    """What the command line asked for; None means "not given"."""
+
+    store: str | None = None
+    preset: str | None = None
+    fields: dict[str, str | None] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StoreContext:
+    config: Config
+    spec: StoreSpec
+    store: Store
+    settings: Settings
+    mapping: Mapping
+    policy: Policy
+    judge: Judge
+    mapper: Mapper
+    now: float
+    state_dir: Path
+    preset: Preset | None
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    @property
+    def identity(self) -> str:
+        """What names this store for locks and the audit log, however it was addressed."""
+        path = os.path.realpath(self.spec.path)
+        return f"{self.spec.kind}:{path}" + (f"?table={self.table}" if self.table else "")
+
+    @property
+    def table(self) -> str | None:
+        return getattr(self.store, "table", None)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def choose_store(config: Config, given: str | None) -> tuple[str | None, str]:
+    """(config name or None, address) for `--store` / $SESSIONCTL_STORE / the config default."""
+    candidate = given or os.environ.get(ENV_STORE) or config.data.get("store")
+    if candidate is None and len(config.stores) == 1:
+        candidate = next(iter(config.stores))
+    if candidate is None:
+        hint = "use --store PATH or --store NAME"
+        if config.stores:
+            hint += f" (configured: {', '.join(config.stores)})"
+        raise usage_error("no store given", hint)
+    if candidate in config.stores:
+        address = config.stores[candidate].get("address")
+        if not address:
+            raise usage_error(f"store {candidate!r} in {config.path} has no address")
+        return candidate, str(address)
+    return None, candidate
+
+
+def open_context(config: Config, request: StoreRequest, now: float) -> StoreContext:
+    name, address = choose_store(config, request.store)
+    spec = parse_address(address, name)
+    table_config = config.stores.get(name, {}) if name else {}
+    preset_name = request.preset or table_config.get("preset") or config.defaults.get("preset")
+    preset = get_preset(preset_name) if preset_name else None
+
+    # The busy timeout is needed to open the store; everything else once we know the preset.
+    early = store_settings(
+        config, name, preset.policy if preset else None, preset_name, request.overrides
+    )
+    store = open_store(spec, busy_timeout=early["busy_timeout"])
+    try:
+        keys, sample = store.sample()
+        if preset is None:
+            preset = detect_preset(keys, spec.kind, getattr(store, "table", None))
+            how = "preset {} (detected from {})"
+            mapping = (
+                preset_mapping(preset, how.format(preset.name, _shape_word(spec)))
+                if preset
+                else detect_mapping(keys, sample)
+            )
+        else:
+            mapping = preset_mapping(preset, f"preset {preset.name}")
+        mapping = _fall_back_to_keys(mapping, keys, sample)
+        config_fields = {**config.defaults.get("fields", {}), **table_config.get("fields", {})}
+        if config_fields:
+            mapping = mapping.with_overrides(config_fields, f"config {config.path}")
+        if request.fields:
+            mapping = mapping.with_overrides(request.fields, "--field")
+        settings = store_settings(
+            config,
+            name,
+            preset.policy if preset else None,
+            preset.name if preset else None,
+            request.overrides,
+        )
+        if settings.get("payload") is not None:
+            mapping = mapping.with_overrides({"payload": ",".join(settings["payload"])}, "config")
+        base_rules = Rules.from_config(preset.rules) if preset else Rules()
+        rules = Rules.from_config(settings["rules"], base_rules)
+        policy = Policy(
+            max_age=settings["max_age"],
+            idle_timeout=settings["idle_timeout"],
+            skew=settings["skew"],
+            expiry_horizon=settings["expiry_horizon"],
+            rules=rules,
+        )
+        state, _ = state_dir(config)
+        return StoreContext(
+            config=config,
+            spec=spec,
+            store=store,
+            settings=settings,
+            mapping=mapping,
+            policy=policy,
+            judge=Judge(policy, mapping),
+            mapper=Mapper(mapping, settings["timezone"]),
+            now=now,
+            state_dir=state,
+            preset=preset,
+        )
+    except BaseException:
+        store.close()
+        raise
+
+
+def _shape_word(spec: StoreSpec) -> str:
+    return "table columns" if spec.kind == "sqlite" else "record fields"
+
+
+def _fall_back_to_keys(mapping: Mapping, keys: list[str], sample: list[dict]) -> Mapping:
+    """Records without an id field of their own are known by their object key or file name."""
+    id_path = mapping.path("id")
+    if id_path == KEY_PATH or KEY_PATH not in keys:
+        return mapping
+    top = id_path.split(".")[0] if id_path else None
+    if top is None or (sample and not any(top in record for record in sample)):
+        reason = "object keys" if top is None else f"object keys (records have no {id_path})"
+        return mapping.with_overrides({"id": KEY_PATH}, reason)
+    return mapping

@@ -1,0 +1,84 @@
+"""File writes that never leave a half-written file behind, and private folders."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import store_error
+
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def os_error_text(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on device"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.EROFS:
+        return "read-only file system"
+    return exc.strerror or str(exc)
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` (and parents) with mode 0700 for the folders sessionctl owns."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+        # mkdir's mode is filtered by the umask and ignored for existing folders.
+        info = path.stat()
+        if info.st_mode & 0o777 != PRIVATE_DIR and info.st_uid == os.getuid():
+            os.chmod(path, PRIVATE_DIR)
+    except OSError as exc:
+        raise store_error(f"cannot create folder {path}: {os_error_text(exc)}") from None
+    return path
+
+
+def atomic_write(
+    path: Path,
+    data: bytes,
+    mode: int | None = None,
+    like: os.stat_result | None = None,
+) -> None:
+    """Replace `path` with `data`: temp file in the same folder, fsync, rename, fsync folder.
+
+    `mode` sets the permissions; `like` copies mode and (when allowed) owner of a file being
+    replaced, so an application's store keeps the permissions it had.
+    """
+    folder = path.parent
+    try:
+        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise store_error(f"cannot write {path}: {os_error_text(exc)}") from None
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if like is not None:
+            os.chmod(temp, like.st_mode & 0o7777)
+            with contextlib.suppress(OSError):
+                os.chown(temp, like.st_uid, like.st_gid)
+        elif mode is not None:
+            os.chmod(temp, mode)
+        os.replace(temp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise store_error(
+            f"cannot write {path}: {os_error_text(exc)}", f"{path.name} is unchanged"
+        ) from None
+    fsync_dir(folder)
+
+
+def fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

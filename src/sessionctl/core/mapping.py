@@ -1,0 +1,492 @@
+"""Which field of a record plays which role, and how records become Sessions.
+
+A mapping names, for each role (id, created, accessed, expires, group), a path into the record:
+a column or key name, with dots reaching into nested objects and into JSON held in a text
+column (`sess.cookie.expires`). `$key` stands for the store's own key (an object key, a file
+name). Mappings come from presets, from detection over a sample of records or a table's
+columns, from the config file and from `--field ROLE=PATH`, in rising order of precedence.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import tzinfo
+
+from . import model
+from .errors import usage_error
+from .model import Reason, Record, Session
+from .timeparse import UTC, TimestampError, parse_timestamp
+
+ROLES = ("id", "created", "accessed", "expires", "group")
+TIME_ROLES = ("created", "accessed", "expires")
+KEY_PATH = "$key"
+
+_MISSING = object()
+
+
+def norm_name(name: str) -> str:
+    """`createdAt`, `created_at` and `CREATED_AT` all match `createdat`."""
+    return name.replace("_", "").replace("-", "").lower()
+
+
+# Names that commonly play each role, best first. Compared after `_norm`.
+CANDIDATES: dict[str, tuple[str, ...]] = {
+    "id": ("session_id", "sessionId", "session_key", "sid", "id", "chatId", "session"),
+    "created": (
+        "created_at",
+        "createdAt",
+        "CREATION_TIME",
+        "created",
+        "create_time",
+        "created_on",
+        "started_at",
+        "start_time",
+    ),
+    "accessed": (
+        "last_accessed",
+        "lastAccessed",
+        "last_access",
+        "LAST_ACCESS_TIME",
+        "last_used",
+        "lastUsed",
+        "last_update_time",
+        "updated_at",
+        "updatedAt",
+        "last_activity",
+        "last_seen",
+        "accessed_at",
+    ),
+    "expires": (
+        "expires",
+        "expire",
+        "expired",
+        "expire_date",
+        "expires_at",
+        "expiry",
+        "EXPIRY_TIME",
+        "expiration",
+        "expire_at",
+        "valid_until",
+    ),
+    "group": (
+        "userId",
+        "user_id",
+        "workspaceSlug",
+        "workspace_name",
+        "workspace",
+        "PRINCIPAL_NAME",
+        "username",
+        "user",
+        "owner",
+        "tenant",
+        "account_id",
+    ),
+}
+_NORMALISED_CANDIDATES = {
+    role: tuple(norm_name(c) for c in names) for role, names in CANDIDATES.items()
+}
+
+# Fields that hold the session payload. They are shown redacted unless --show-secrets.
+PAYLOAD_NAMES = frozenset(
+    norm_name(n)
+    for n in ("session_data", "sess", "data", "state", "payload", "attributes", "events", "value")
+)
+SECRET_PATTERN = re.compile(r"token|secret|passw|cookie|auth|credential|api_?key|private", re.I)
+
+
+def is_secret_name(name: str) -> bool:
+    return norm_name(name) in PAYLOAD_NAMES or bool(SECRET_PATTERN.search(name))
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """Role -> path, payload paths, and where each choice came from (for --explain)."""
+
+    fields: dict[str, str | None]
+    payload: tuple[str, ...] = ()
+    origin: dict[str, str] = field(default_factory=dict)
+    preset: str | None = None
+
+    def path(self, role: str) -> str | None:
+        return self.fields.get(role)
+
+    def with_overrides(self, overrides: dict[str, str | None], origin: str) -> Mapping:
+        for role in overrides:
+            if role not in ROLES and role != "payload":
+                raise usage_error(
+                    f"unknown field role {role!r}", f"roles are: {', '.join(ROLES)}, payload"
+                )
+        fields = dict(self.fields)
+        origins = dict(self.origin)
+        payload = self.payload
+        for role, path in overrides.items():
+            if role == "payload":
+                payload = tuple(p.strip() for p in str(path).split(",") if p.strip())
+                origins["payload"] = origin
+                continue
+            fields[role] = path or None
+            origins[role] = origin
+        return replace(self, fields=fields, payload=payload, origin=origins)
+
+    def explain(self) -> list[dict]:
+        rows = [
+            {"role": role, "path": self.fields.get(role), "from": self.origin.get(role, "-")}
+            for role in ROLES
+        ]
+        rows.append(
+            {
+                "role": "payload",
+                "path": ",".join(self.payload) or None,
+                "from": self.origin.get("payload", "-"),
+            }
+        )
+        return rows
+
+    def columns_used(self) -> set[str]:
+        """Top-level keys/columns any role reads (the first segment of each path)."""
+        used = {split_path(p)[0] for p in self.fields.values() if p and p != KEY_PATH}
+        return used
+
+
+def split_path(path: str) -> tuple[str, ...]:
+    return tuple(path.split("."))
+
+
+def resolve(data: dict, path: tuple[str, ...], key: object = None, cache: dict | None = None):
+    """Follow `path` into `data`; JSON text met on the way is decoded. `_MISSING` if absent."""
+    if path == (KEY_PATH,):
+        return key
+    value: object = data
+    for depth, segment in enumerate(path):
+        if isinstance(value, (str, bytes)) and depth > 0:
+            value = _decode_json_text(value, path[:depth], cache)
+        if isinstance(value, dict):
+            value = value.get(segment, _MISSING)
+        elif isinstance(value, list) and segment.isdigit() and int(segment) < len(value):
+            value = value[int(segment)]
+        else:
+            return _MISSING
+        if value is _MISSING:
+            return _MISSING
+    return value
+
+
+def _decode_json_text(value: str | bytes, prefix: tuple[str, ...], cache: dict | None):
+    if cache is not None and prefix in cache:
+        return cache[prefix]
+    try:
+        decoded = json.loads(value)
+    except (ValueError, RecursionError):
+        decoded = _MISSING
+    if cache is not None:
+        cache[prefix] = decoded
+    return decoded
+
+
+def lookup(data: dict, path: str, key: object = None) -> object:
+    """Public form of `resolve` for one path: returns None when the path is absent."""
+    value = resolve(data, split_path(path), key)
+    return None if value is _MISSING else value
+
+
+def is_missing(value: object) -> bool:
+    return value is _MISSING
+
+
+class Mapper:
+    """A Mapping compiled for speed: turns Records into Sessions."""
+
+    def __init__(self, mapping: Mapping, tz: tzinfo = UTC):
+        self.mapping = mapping
+        self.tz = tz
+        self._paths = {
+            role: split_path(path) for role, path in mapping.fields.items() if path is not None
+        }
+
+    def session(self, record: Record) -> Session:
+        session = Session(id=None, key=record.key, record=record)
+        data = record.data
+        if data is None:
+            session.problems.append(
+                Reason(model.CORRUPT, record.error or "record cannot be decoded")
+            )
+            if self._paths.get("id") == (KEY_PATH,):
+                session.id = str(record.key)
+            return session
+        cache: dict = {}
+        for role, path in self._paths.items():
+            value = resolve(data, path, record.key, cache)
+            if value is _MISSING or value is None:
+                continue
+            if role == "id":
+                if isinstance(value, (dict, list)):
+                    session.problems.append(
+                        Reason(model.WRONG_TYPE, "id is not a scalar", self.mapping.fields["id"])
+                    )
+                elif isinstance(value, bytes):
+                    session.id = value.decode("utf-8", "replace")
+                else:
+                    session.id = str(value)
+            elif role == "group":
+                if not isinstance(value, (dict, list)):
+                    session.group = str(value)
+            else:
+                try:
+                    setattr(session, role, parse_timestamp(value, self.tz))
+                except TimestampError as exc:
+                    session.problems.append(
+                        Reason(model.BAD_TIMESTAMP, f"{role}: {exc}", self.mapping.fields[role])
+                    )
+        return session
+
+
+# --- presets ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    kinds: tuple[str, ...]
+    fields: dict[str, str | None]
+    #: Lowercased keys or columns that identify the shape in detection.
+    signature: frozenset[str]
+    table: str | None = None
+    payload: tuple[str, ...] = ()
+    #: Expiry policy and rules operators of that application run with.
+    policy: dict = field(default_factory=dict)
+    rules: dict = field(default_factory=dict)
+    notes: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            name="provisioner",
+            title="seed 000: chat workspace provisioner sessions.json",
+            kinds=("json",),
+            fields={
+                "id": "sessionId",
+                "created": "createdAt",
+                "accessed": None,
+                "expires": None,
+                "group": "userId",
+            },
+            signature=frozenset({"userid", "workspaceslug", "createdat"}),
+            rules={"required": ["userId", "workspaceSlug", "created"]},
+            notes="records keyed by session id or carrying sessionId; tear down with --hook",
+        ),
+        Preset(
+            name="raptor",
+            title="seed 001: browser automation, one JSON file per session",
+            kinds=("jsondir", "json"),
+            fields={
+                "id": "session_id",
+                "created": "created_at",
+                "accessed": "last_accessed",
+                "expires": None,
+                "group": "browser_type",
+            },
+            signature=frozenset({"session_id", "cdp_url", "last_accessed"}),
+            policy={"idle_timeout": "7d"},
+            rules={
+                "required": ["id", "cdp_url", "accessed"],
+                "allowed": {"browser_type": ["chromium", "firefox", "webkit"]},
+                "types": {"cdp_url": "string"},
+            },
+        ),
+        Preset(
+            name="bash-sessions",
+            title="seed 003: bash sessions service, sessions per workspace",
+            kinds=("json", "jsondir", "sqlite"),
+            fields={
+                "id": "session_id",
+                "created": "created_at",
+                "accessed": "last_used",
+                "expires": None,
+                "group": "workspace_name",
+            },
+            signature=frozenset({"session_id", "workspace_name", "last_used"}),
+            policy={"idle_timeout": "1h"},
+        ),
+        Preset(
+            name="copilot",
+            title="seed 004: interview co-pilot, sessions.json or SQLite",
+            kinds=("json", "sqlite"),
+            fields={
+                "id": "id",
+                "created": "created_at",
+                "accessed": "last_update_time",
+                "expires": None,
+                "group": "user_id",
+            },
+            signature=frozenset({"id", "app_name", "user_id", "last_update_time"}),
+            table="sessions",
+            payload=("state", "events"),
+            policy={"idle_timeout": "168h"},
+        ),
+        Preset(
+            name="django",
+            title="Django django_session (database backend)",
+            kinds=("sqlite",),
+            fields={
+                "id": "session_key",
+                "created": None,
+                "accessed": None,
+                "expires": "expire_date",
+                "group": None,
+            },
+            signature=frozenset({"session_key", "session_data", "expire_date"}),
+            table="django_session",
+            payload=("session_data",),
+        ),
+        Preset(
+            name="rails",
+            title="Rails activerecord-session_store sessions",
+            kinds=("sqlite",),
+            fields={
+                "id": "session_id",
+                "created": "created_at",
+                "accessed": "updated_at",
+                "expires": None,
+                "group": None,
+            },
+            signature=frozenset({"session_id", "data", "created_at", "updated_at"}),
+            table="sessions",
+            payload=("data",),
+            # What `rake db:sessions:trim` removes by default (SESSION_DAYS_TRIM_THRESHOLD).
+            policy={"idle_timeout": "30d"},
+        ),
+        Preset(
+            name="express",
+            title="express-session connect-sqlite3 sessions (expired in epoch ms)",
+            kinds=("sqlite",),
+            fields={
+                "id": "sid",
+                "created": None,
+                "accessed": None,
+                "expires": "expired",
+                "group": None,
+            },
+            signature=frozenset({"sid", "expired", "sess"}),
+            table="sessions",
+            payload=("sess",),
+        ),
+        Preset(
+            name="flask",
+            title="Flask-Session SQLAlchemy sessions",
+            kinds=("sqlite",),
+            fields={
+                "id": "session_id",
+                "created": None,
+                "accessed": None,
+                "expires": "expiry",
+                "group": None,
+            },
+            signature=frozenset({"id", "session_id", "data", "expiry"}),
+            table="sessions",
+            payload=("data",),
+        ),
+        Preset(
+            name="spring",
+            title="Spring Session JDBC SPRING_SESSION (times in epoch ms)",
+            kinds=("sqlite",),
+            fields={
+                "id": "SESSION_ID",
+                "created": "CREATION_TIME",
+                "accessed": "LAST_ACCESS_TIME",
+                "expires": "EXPIRY_TIME",
+                "group": "PRINCIPAL_NAME",
+            },
+            signature=frozenset({"session_id", "creation_time", "last_access_time", "expiry_time"}),
+            table="SPRING_SESSION",
+            notes="SPRING_SESSION_ATTRIBUTES rows go with their session (ON DELETE CASCADE)",
+        ),
+    )
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise usage_error(
+            f"unknown preset {name!r}", f"choose one of: {', '.join(PRESETS)}"
+        ) from None
+
+
+def preset_mapping(preset: Preset, how: str) -> Mapping:
+    origin = {role: how for role in ROLES}
+    if preset.payload:
+        origin["payload"] = how
+    fields = {role: preset.fields.get(role) for role in ROLES}
+    return Mapping(fields=fields, payload=preset.payload, origin=origin, preset=preset.name)
+
+
+def detect_preset(keys: Iterable[str], kind: str, table: str | None = None) -> Preset | None:
+    """The preset whose signature the keys (or columns) carry; the most specific wins."""
+    lowered = {k.lower() for k in keys}
+    best: Preset | None = None
+    for preset in PRESETS.values():
+        if kind not in preset.kinds or not preset.signature <= lowered:
+            continue
+        better = best is None or len(preset.signature) > len(best.signature)
+        same_size_table_match = (
+            best is not None
+            and len(preset.signature) == len(best.signature)
+            and table is not None
+            and (preset.table or "").lower() == table.lower()
+        )
+        if better or same_size_table_match:
+            best = preset
+    return best
+
+
+def detect_mapping(keys: Iterable[str], sample: Iterable[dict] = ()) -> Mapping:
+    """Roles from common field names among `keys`; `sample` records help find nested fields."""
+    by_norm: dict[str, str] = {}
+    for key in keys:
+        by_norm.setdefault(norm_name(key), key)
+    fields: dict[str, str | None] = {}
+    origin: dict[str, str] = {}
+    for role in ROLES:
+        fields[role] = None
+        for candidate in _NORMALISED_CANDIDATES[role]:
+            if candidate in by_norm:
+                fields[role] = by_norm[candidate]
+                origin[role] = "detected by name"
+                break
+    payload = tuple(key for norm, key in by_norm.items() if norm in PAYLOAD_NAMES)
+    if payload:
+        origin["payload"] = "detected by name"
+    if fields["expires"] is None:
+        # express-session and friends keep the cookie's expiry inside the JSON payload.
+        for record in sample:
+            for column in payload:
+                nested = lookup(record, f"{column}.cookie.expires")
+                if nested is not None:
+                    fields["expires"] = f"{column}.cookie.expires"
+                    origin["expires"] = "detected inside the payload"
+                    break
+            if fields["expires"] is not None:
+                break
+    # Two roles on one field happens with names like `session`; keep the first role only.
+    return Mapping(fields=fields, payload=payload, origin=origin)
+
+
+def parse_field_overrides(items: Iterable[str]) -> dict[str, str | None]:
+    """`--field ROLE=PATH` options; an empty PATH unsets the role."""
+    overrides: dict[str, str | None] = {}
+    for item in items:
+        role, sep, path = item.partition("=")
+        role = role.strip()
+        if not sep or not role:
+            raise usage_error(
+                f"--field {item!r}: expected ROLE=PATH", "e.g. --field expires=expiry"
+            )
+        overrides[role] = path.strip() or None
+    return overrides

@@ -1,0 +1,135 @@
+"""What a store hands out (Record), what sessionctl reads from it (Session), and the judgement
+passed on it (Verdict with its Reasons)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# Reason codes. They are stable keys of the JSON output and of per-reason counts.
+EXPIRED = "expired"  # the expiry field is in the past
+IDLE = "idle"  # not accessed for longer than the idle timeout
+MAX_AGE = "max_age"  # created longer ago than the maximum age
+CORRUPT = "corrupt"  # the record cannot be read at all (bad JSON, not an object)
+MISSING_FIELD = "missing_field"
+BAD_TIMESTAMP = "bad_timestamp"
+FUTURE_TIMESTAMP = "future_timestamp"
+INCONSISTENT = "inconsistent"  # e.g. last access before creation
+NOT_ALLOWED = "not_allowed"  # a value outside the allowed set
+WRONG_TYPE = "wrong_type"
+DUPLICATE_ID = "duplicate_id"
+# Reasons a cleanup adds when it selects beyond expiry and validity.
+GROUP_CAP = "group_cap"
+COUNT_CAP = "count_cap"
+SIZE_CAP = "size_cap"
+ALL = "all"
+
+EXPIRY_CODES = frozenset({EXPIRED, IDLE, MAX_AGE})
+INVALID_CODES = frozenset(
+    {
+        CORRUPT,
+        MISSING_FIELD,
+        BAD_TIMESTAMP,
+        FUTURE_TIMESTAMP,
+        INCONSISTENT,
+        NOT_ALLOWED,
+        WRONG_TYPE,
+        DUPLICATE_ID,
+    }
+)
+
+ACTIVE, EXPIRED_STATUS, INVALID = "active", "expired", "invalid"
+
+
+@dataclass(slots=True)
+class Record:
+    """One entry as the store keeps it.
+
+    `key` is the store's own handle on it (a list index, an object key, a file name, a rowid);
+    `data` the decoded object, or None when it could not be decoded, with `error` saying why and
+    `raw` holding the undecoded bytes so that an archive can still keep them.
+    """
+
+    key: Any
+    data: dict | None
+    #: Bytes the record takes in the store; None until asked for when costly to know.
+    size: int | None
+    error: str | None = None
+    raw: bytes | None = None
+    #: Rows of other tables that go with this one (SQLite ON DELETE CASCADE), by table.
+    children: dict | None = None
+
+    def byte_size(self) -> int:
+        if self.size is None:
+            if self.raw is not None:
+                self.size = len(self.raw)
+            else:
+                text = json.dumps(self.data, ensure_ascii=False, separators=(",", ":"), default=str)
+                self.size = len(text.encode())
+        return self.size
+
+
+@dataclass(slots=True, frozen=True)
+class Reason:
+    code: str
+    message: str
+    field: str | None = None
+
+    def as_dict(self) -> dict:
+        out = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+@dataclass(slots=True)
+class Session:
+    """A record read through the field mapping. Times are epoch seconds (UTC) or None."""
+
+    id: str | None
+    key: Any
+    record: Record
+    created: float | None = None
+    accessed: float | None = None
+    expires: float | None = None
+    group: str | None = None
+    #: Problems met while reading the record (unparseable timestamps, wrong types, corruption).
+    problems: list[Reason] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return self.record.byte_size()
+
+    @property
+    def last_active(self) -> float | None:
+        """The best known moment of last use, for "newest"/"oldest" ordering."""
+        if self.accessed is not None:
+            return self.accessed
+        return self.created
+
+
+@dataclass(slots=True)
+class Verdict:
+    expired: list[Reason] = field(default_factory=list)
+    invalid: list[Reason] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if self.invalid:
+            return INVALID
+        if self.expired:
+            return EXPIRED_STATUS
+        return ACTIVE
+
+    @property
+    def reasons(self) -> list[Reason]:
+        return self.invalid + self.expired
+
+    @property
+    def is_expired(self) -> bool:
+        return bool(self.expired)
+
+    @property
+    def is_invalid(self) -> bool:
+        return bool(self.invalid)

@@ -1,0 +1,1 @@
+"""Operations: each takes a StoreContext and options and returns a result the CLI renders."""

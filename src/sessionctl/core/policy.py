@@ -1,0 +1,230 @@
+"""Which sessions are expired or invalid, and why. Pure functions: no I/O, no clock.
+
+Expired: the expiry field is in the past, or now - last activity > idle timeout, or
+now - created > max age. Invalid: a rule failed. A session carries every reason that applies.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from . import model
+from .errors import usage_error
+from .mapping import ROLES, Mapping, is_missing, resolve, split_path
+from .model import Reason, Session, Verdict
+from .timeparse import format_duration, to_iso
+
+TYPE_CHECKS = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+}
+
+DEFAULT_SKEW = 300.0
+#: Expiry dates further ahead than this are not believable (a bug or a unit mix-up).
+DEFAULT_EXPIRY_HORIZON = 3650 * 86400.0
+
+
+@dataclass(frozen=True)
+class Rules:
+    required: tuple[str, ...] = ("id",)
+    allowed: dict[str, frozenset] = field(default_factory=dict)
+    types: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, raw: dict | None, base: Rules | None = None) -> Rules:
+        """Rules from a TOML table; keys not given keep the values of `base`."""
+        base = base or cls()
+        if not raw:
+            return base
+        unknown = set(raw) - {"required", "allowed", "types"}
+        if unknown:
+            raise usage_error(f"unknown rule(s): {', '.join(sorted(unknown))}")
+        required = tuple(raw.get("required", base.required))
+        allowed = dict(base.allowed)
+        for path, values in (raw.get("allowed") or {}).items():
+            if not isinstance(values, list):
+                raise usage_error(f"rules.allowed.{path}: expected a list of values")
+            allowed[path] = frozenset(_hashable(v) for v in values)
+        types = dict(base.types)
+        for path, type_name in (raw.get("types") or {}).items():
+            if type_name not in TYPE_CHECKS:
+                raise usage_error(
+                    f"rules.types.{path}: unknown type {type_name!r}",
+                    f"use one of: {', '.join(TYPE_CHECKS)}",
+                )
+            types[path] = type_name
+        return cls(required=required, allowed=allowed, types=types)
+
+
+def _hashable(value):
+    return value if not isinstance(value, (list, dict)) else repr(value)
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_age: float | None = None
+    idle_timeout: float | None = None
+    skew: float = DEFAULT_SKEW
+    expiry_horizon: float = DEFAULT_EXPIRY_HORIZON
+    rules: Rules = field(default_factory=Rules)
+
+    def describes_expiry(self, mapping: Mapping) -> bool:
+        """Whether this policy and mapping can tell an expired session at all."""
+        return bool(
+            mapping.path("expires")
+            or (self.idle_timeout and (mapping.path("accessed") or mapping.path("created")))
+            or (self.max_age and mapping.path("created"))
+        )
+
+
+class Judge:
+    """A Policy compiled against a Mapping: gives each Session its Verdict."""
+
+    def __init__(self, policy: Policy, mapping: Mapping):
+        self.policy = policy
+        self.mapping = mapping
+        self._required_roles = [r for r in policy.rules.required if r in ROLES]
+        self._required_paths = [(p, split_path(p)) for p in policy.rules.required if p not in ROLES]
+        self._allowed = [(p, split_path(p), v) for p, v in policy.rules.allowed.items()]
+        self._types = [(p, split_path(p), TYPE_CHECKS[t], t) for p, t in policy.rules.types.items()]
+
+    def verdict(self, session: Session, now: float) -> Verdict:
+        verdict = Verdict(invalid=list(session.problems))
+        if session.record.data is not None:
+            self._check_rules(session, verdict)
+        self._check_times(session, now, verdict)
+        return verdict
+
+    def _check_rules(self, session: Session, verdict: Verdict) -> None:
+        data = session.record.data
+        unreadable = {r.field for r in session.problems}
+        for role in self._required_roles:
+            path = self.mapping.path(role)
+            if getattr(session, role) is None and (path is None or path not in unreadable):
+                where = path or f"(no field mapped to {role})"
+                verdict.invalid.append(
+                    Reason(model.MISSING_FIELD, f"missing required {role} field {where}", path)
+                )
+        for path, parts in self._required_paths:
+            value = resolve(data, parts, session.key)
+            if is_missing(value) or value is None or value == "":
+                verdict.invalid.append(
+                    Reason(model.MISSING_FIELD, f"missing required field {path}", path)
+                )
+        for path, parts, allowed in self._allowed:
+            value = resolve(data, parts, session.key)
+            if is_missing(value) or value is None:
+                continue
+            if _hashable(value) not in allowed:
+                shown = ", ".join(sorted(map(str, allowed)))
+                verdict.invalid.append(
+                    Reason(
+                        model.NOT_ALLOWED,
+                        f"{path}={_short(value)} is not one of: {shown}",
+                        path,
+                    )
+                )
+        for path, parts, check, type_name in self._types:
+            value = resolve(data, parts, session.key)
+            if is_missing(value) or value is None:
+                continue
+            if not check(value):
+                verdict.invalid.append(
+                    Reason(
+                        model.WRONG_TYPE,
+                        f"{path} should be {type_name}, is {_json_type(value)}",
+                        path,
+                    )
+                )
+
+    def _check_times(self, session: Session, now: float, verdict: Verdict) -> None:
+        policy = self.policy
+        fields = self.mapping.fields
+        ahead = now + policy.skew
+        if session.created is not None and session.created > ahead:
+            verdict.invalid.append(
+                Reason(
+                    model.FUTURE_TIMESTAMP,
+                    f"created in the future ({to_iso(session.created)})",
+                    fields.get("created"),
+                )
+            )
+        if session.accessed is not None and session.accessed > ahead:
+            verdict.invalid.append(
+                Reason(
+                    model.FUTURE_TIMESTAMP,
+                    f"last accessed in the future ({to_iso(session.accessed)})",
+                    fields.get("accessed"),
+                )
+            )
+        if session.expires is not None and session.expires > now + policy.expiry_horizon:
+            verdict.invalid.append(
+                Reason(
+                    model.FUTURE_TIMESTAMP,
+                    f"expires implausibly far ahead ({to_iso(session.expires)})",
+                    fields.get("expires"),
+                )
+            )
+        if (
+            session.created is not None
+            and session.accessed is not None
+            and session.accessed < session.created - policy.skew
+        ):
+            verdict.invalid.append(
+                Reason(
+                    model.INCONSISTENT,
+                    "last accessed before it was created",
+                    fields.get("accessed"),
+                )
+            )
+
+        if session.expires is not None and session.expires <= now:
+            verdict.expired.append(
+                Reason(
+                    model.EXPIRED,
+                    f"expired {format_duration(now - session.expires)} ago",
+                    fields.get("expires"),
+                )
+            )
+        last_active = session.last_active
+        if policy.idle_timeout is not None and last_active is not None:
+            idle = now - last_active
+            if idle > policy.idle_timeout:
+                verdict.expired.append(
+                    Reason(
+                        model.IDLE,
+                        f"idle for {format_duration(idle)} "
+                        f"(timeout {format_duration(policy.idle_timeout)})",
+                        fields.get("accessed") or fields.get("created"),
+                    )
+                )
+        if policy.max_age is not None and session.created is not None:
+            age = now - session.created
+            if age > policy.max_age:
+                verdict.expired.append(
+                    Reason(
+                        model.MAX_AGE,
+                        f"{format_duration(age)} old (max age {format_duration(policy.max_age)})",
+                        fields.get("created"),
+                    )
+                )
+
+
+def _json_type(value) -> str:
+    for name, check in TYPE_CHECKS.items():
+        if check(value):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def _short(value, limit: int = 30) -> str:
+    text = repr(value) if not isinstance(value, str) else value
+    if isinstance(value, float) and not math.isfinite(value):
+        text = str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,82 @@
+"""Session payloads carry tokens: show them as `<redacted: N bytes>` unless asked not to."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any
+
+from .mapping import is_secret_name
+
+
+def _size_of(value: Any) -> int:
+    if isinstance(value, bytes):
+        return len(value)
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "replace"))
+    return len(json.dumps(value, default=str).encode())
+
+
+def redacted_marker(value: Any) -> str:
+    return f"<redacted: {_size_of(value)} bytes>"
+
+
+def json_safe(value: Any) -> Any:
+    """A value JSON can carry: bytes become {"$b64": ...}, non-finite floats become strings."""
+    if isinstance(value, bytes):
+        return {"$b64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def redact_record(data: dict | None, payload: tuple[str, ...], show_secrets: bool) -> Any:
+    """The record for display: payload fields and secret-looking names replaced by markers."""
+    if data is None:
+        return None
+    if show_secrets:
+        return json_safe(data)
+    payload_names = {p.split(".")[0] for p in payload}
+    out = {}
+    for key, value in data.items():
+        if value is not None and (key in payload_names or is_secret_name(str(key))):
+            out[key] = redacted_marker(value)
+        else:
+            out[key] = _redact_nested(value)
+    return out
+
+
+def _redact_nested(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: (
+                redacted_marker(v)
+                if v is not None and is_secret_name(str(k))
+                else _redact_nested(v)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact_nested(v) for v in value]
+    if isinstance(value, bytes):
+        return f"<binary: {len(value)} bytes>"
+    return json_safe(value)
+
+
+def display_value(value: Any, field: str, payload: tuple[str, ...], show_secrets: bool) -> Any:
+    """One field's value for a table or CSV cell, redacted when it should be."""
+    top = field.split(".")[0]
+    if value is None:
+        return None
+    if not show_secrets and (top in {p.split(".")[0] for p in payload} or is_secret_name(field)):
+        return redacted_marker(value)
+    if isinstance(value, (dict, list)):
+        return redact_record({"v": value}, (), show_secrets)["v"] if not show_secrets else value
+    if isinstance(value, bytes):
+        return f"<binary: {len(value)} bytes>" if not show_secrets else json_safe(value)
+    return value

@@ -1,0 +1,255 @@
+"""A folder holding one JSON file per session (`*.json`).
+
+Symlinks are never followed or removed, only regular files directly inside the folder are
+touched, a file that does not parse is an invalid session (never a crash). Removal moves a file
+aside atomically, checks it is the file that was selected, then unlinks it; a file the
+application rewrote meanwhile is put back.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import json
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import store_error
+from ..core.fsutil import atomic_write, fsync_dir, os_error_text
+from ..core.mapping import lookup
+from ..core.model import Record
+from .base import ArchiveFn, Candidate, RemoveOutcome, Store, require_exists
+
+SUFFIX = ".json"
+#: Files being removed are renamed to this prefix first; leftovers of a killed run are put back.
+TRASH_PREFIX = ".sessionctl-removing."
+
+
+def _read_regular(path: Path) -> tuple[bytes, os.stat_result] | None:
+    """The bytes of `path` if it is a regular file (never through a symlink), else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOENT, errno.ENXIO):
+            return None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks), info
+    finally:
+        os.close(fd)
+
+
+def _decode(name: str, raw: bytes) -> Record:
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        return Record(key=name, data=None, size=len(raw), error="file is not UTF-8", raw=raw)
+    except json.JSONDecodeError as exc:
+        error = f"file is not valid JSON ({exc.msg} at line {exc.lineno})"
+        return Record(key=name, data=None, size=len(raw), error=error, raw=raw)
+    except RecursionError:
+        return Record(key=name, data=None, size=len(raw), error="file nests too deeply", raw=raw)
+    if not isinstance(data, dict):
+        kind = "null" if data is None else type(data).__name__
+        error = f"file holds a {kind}, not an object"
+        return Record(key=name, data=None, size=len(raw), error=error, raw=raw)
+    return Record(key=name, data=data, size=len(raw), raw=raw)
+
+
+class JsonDirStore(Store):
+    kind = "jsondir"
+    natural_batch = 1
+
+    def _entries(self) -> Iterator[os.DirEntry]:
+        require_exists(self.path, "session folder")
+        if not self.path.is_dir():
+            raise store_error(f"{self.path} is not a folder")
+        try:
+            with os.scandir(self.path) as entries:
+                for entry in entries:
+                    if entry.name.startswith(".") or not entry.name.endswith(SUFFIX):
+                        continue
+                    # DirEntry.is_file(follow_symlinks=False) is False for symlinks.
+                    if entry.is_file(follow_symlinks=False):
+                        yield entry
+        except PermissionError:
+            raise store_error(f"cannot list {self.path}: permission denied") from None
+
+    def iter_records(self) -> Iterator[Record]:
+        for entry in self._entries():
+            try:
+                read = _read_regular(Path(entry.path))
+            except OSError as exc:
+                yield Record(
+                    key=entry.name, data=None, size=0, error=f"cannot read: {os_error_text(exc)}"
+                )
+                continue
+            if read is not None:
+                yield _decode(entry.name, read[0])
+
+    def sample(self, limit: int = 50) -> tuple[list[str], list[dict]]:
+        records = []
+        for record in self.iter_records():
+            if record.data is not None:
+                records.append(record.data)
+                if len(records) >= limit:
+                    break
+        keys: dict[str, None] = {}
+        for data in records:
+            keys.update(dict.fromkeys(data))
+        keys.setdefault("$key", None)
+        return list(keys), records
+
+    def find(self, session_id: str, id_path: str | None) -> Record | None:
+        for name in (session_id, session_id + SUFFIX):
+            if "/" in name or name.startswith(".") or not name.endswith(SUFFIX):
+                continue
+            read = _read_regular(self.path / name)
+            if read is not None:
+                record = _decode(name, read[0])
+                if id_path in (None, "$key") or record.data is None:
+                    return record
+                if str(lookup(record.data, id_path, name)) == session_id:
+                    return record
+        return super().find(session_id, id_path)
+
+    def size_bytes(self) -> int:
+        total = 0
+        for entry in self._entries():
+            with contextlib.suppress(OSError):
+                total += entry.stat(follow_symlinks=False).st_size
+        return total
+
+    def describe(self) -> dict:
+        files = skipped_links = others = 0
+        require_exists(self.path, "session folder")
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    skipped_links += 1
+                elif entry.name.endswith(SUFFIX) and entry.is_file(follow_symlinks=False):
+                    files += 1 if not entry.name.startswith(".") else 0
+                else:
+                    others += 1
+        return {
+            "kind": self.kind,
+            "path": str(self.path),
+            "files": files,
+            "symlinks_ignored": skipped_links,
+            "other_entries_ignored": others,
+        }
+
+    # -- removing --------------------------------------------------------------------------
+
+    def fingerprint(self, record: Record) -> Any:
+        return hash(record.raw)
+
+    def current(self, candidates: list[Candidate]) -> dict[Any, Record]:
+        found = {}
+        for candidate in candidates:
+            read = _read_regular(self.path / candidate.key)
+            if read is not None and hash(read[0]) == candidate.fingerprint:
+                found[candidate.key] = _decode(candidate.key, read[0])
+        return found
+
+    def remove(self, candidates: list[Candidate], archive: ArchiveFn) -> RemoveOutcome:
+        outcome = RemoveOutcome()
+        unchanged = self.current(candidates)
+        outcome.changed = [c.key for c in candidates if c.key not in unchanged]
+        if not unchanged:
+            return outcome
+        archive(list(unchanged.values()))
+        for name, record in unchanged.items():
+            try:
+                if self._remove_one(name, record.raw):
+                    outcome.removed.append(record)
+                else:
+                    outcome.changed.append(name)
+            except OSError as exc:
+                outcome.failed[name] = f"cannot remove {name}: {os_error_text(exc)}"
+        fsync_dir(self.path)
+        return outcome
+
+    def _remove_one(self, name: str, expected: bytes | None) -> bool:
+        """Take `name` out of the folder if it still holds `expected`. False if it changed."""
+        path = self.path / name
+        trash = self.path / (TRASH_PREFIX + name)
+        info = path.lstat()
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        # The rename is atomic: whatever file sits at `path` now is the one we examine, and
+        # anything the application writes from here on lands at `path`, beside us.
+        os.rename(path, trash)
+        read = _read_regular(trash)
+        if read is not None and read[0] == expected:
+            trash.unlink()
+            return True
+        self._put_back(trash, path)
+        return False
+
+    @staticmethod
+    def _put_back(trash: Path, path: Path) -> None:
+        try:
+            # link() never replaces: if the application wrote a newer file, that one stays.
+            os.link(trash, path, follow_symlinks=False)
+        except FileExistsError:
+            pass
+        trash.unlink()
+
+    def recover(self) -> int:
+        """Put back files a killed cleanup had moved aside and not yet verified."""
+        restored = 0
+        with os.scandir(self.path) as entries:
+            leftovers = [e.name for e in entries if e.name.startswith(TRASH_PREFIX)]
+        for leftover in leftovers:
+            original = leftover[len(TRASH_PREFIX) :]
+            trash = self.path / leftover
+            if trash.is_symlink() or not trash.is_file():
+                continue
+            self._put_back(trash, self.path / original)
+            restored += 1
+        return restored
+
+    def insert(self, entries: list[dict], id_path: str | None) -> tuple[int, int]:
+        existing_ids = set()
+        if id_path and id_path != "$key":
+            for record in self.iter_records():
+                if record.data is not None:
+                    existing_ids.add(str(lookup(record.data, id_path, record.key)))
+        mode = self._typical_mode()
+        restored = skipped = 0
+        for entry in entries:
+            name = str(entry.get("key") or "")
+            if not name.endswith(SUFFIX) or "/" in name or name.startswith("."):
+                name = f"{entry.get('id')}{SUFFIX}"
+            session_id = entry.get("id")
+            path = self.path / name
+            if os.path.lexists(path) or (
+                session_id is not None and str(session_id) in existing_ids
+            ):
+                skipped += 1
+                continue
+            if entry.get("raw_b64") is not None:
+                payload = base64.b64decode(entry["raw_b64"])
+            else:
+                payload = json.dumps(entry.get("record"), indent=2, ensure_ascii=False).encode()
+            atomic_write(path, payload, mode=mode)
+            existing_ids.add(str(session_id))
+            restored += 1
+        return restored, skipped
+
+    def _typical_mode(self) -> int:
+        for entry in self._entries():
+            with contextlib.suppress(OSError):
+                return entry.stat(follow_symlinks=False).st_mode & 0o777
+        return 0o600
