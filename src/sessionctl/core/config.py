@@ -91,7 +91,13 @@ class Config:
 
 def load_config(explicit: str | None = None) -> Config:
     for path, chosen_by in config_candidates(explicit):
-        if path.is_file():
+        try:
+            exists = path.is_file()
+        except OSError as exc:
+            if chosen_by in ("user config", "site config"):
+                continue  # a folder we may not look into cannot hold our config
+            raise usage_error(f"cannot read config file {path}: {exc.strerror}") from None
+        if exists:
             return Config(path=path.absolute(), chosen_by=chosen_by, data=_read_toml(path))
         if chosen_by in ("--config", f"${ENV_CONFIG}"):
             raise usage_error(
