@@ -119,8 +119,8 @@ def test_list_filters_sort_and_limit(cli, tmp_path, now):
         cli("list", *store.args, "--sort", "idle", "-r", "-n", "3", "-f", "json").stdout
     )
     everything = json.loads(cli("list", *store.args, "-f", "json").stdout)
-    longest = sorted((v["idle_s"] for v in everything), reverse=True)[:3]
-    assert [v["idle_s"] for v in top] == longest
+    longest = sorted(everything, key=lambda v: v["idle_s"], reverse=True)[:3]
+    assert [v["id"] for v in top] == [v["id"] for v in longest]
     ascending = json.loads(cli("list", *store.args, "--sort", "created", "-f", "json").stdout)
     created = [v["created"] for v in ascending]
     assert created == sorted(created)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import render
-from ..core.errors import ExitCode, usage_error
+from ..core.errors import ExitCode, SessionctlError, usage_error
 from .common import ObjectFormat, QuietOpt, StoreArgs, open_store_context, say, store_command
 from .progress import Progress
 
@@ -243,7 +243,13 @@ def cleanup_command(
             return typer.confirm(f"Remove ALL {count} sessions from {ctx.label}?", err=True)
 
         with Progress(enabled=not quiet, label=f"cleanup {ctx.label}") as progress:
-            result = cleanup(ctx, options, progress=progress.update, confirm=confirm)
+            try:
+                result = cleanup(ctx, options, progress=progress.update, confirm=confirm)
+            except SessionctlError as exc:
+                if quiet and exc.code == ExitCode.BUSY:
+                    # Under cron, a run that overlaps the previous one is expected: exit 4, say nothing.
+                    raise typer.Exit(int(exc.code)) from None
+                raise
     figures = result.as_dict()
     if not quiet:
         render.emit_object(figures, output.value, cleanup_text)

@@ -1,6 +1,7 @@
 """`sessionctl history`."""
 
 import os
+import re
 from typing import Annotated, Optional
 
 import typer
@@ -53,22 +54,18 @@ def history_command(
     """
     from ..core.config import state_dir
     from ..core.ops.history import history
-    from ..stores import parse_address
 
     config = current_state().config()
-    label = prefix = None
+    label = path = None
     if store is not None:
+        address = store
         if store in config.stores:
-            label, address = store, config.stores[store].get("address", "")
-        else:
-            label, address = store, store
-        spec = parse_address(str(address))
-        label = spec.name or label
-        prefix = f"{spec.kind}:{os.path.realpath(spec.path)}"
-        if spec.table:
-            prefix += f"?table={spec.table}"
+            address = str(config.stores[store].get("address", ""))
+        # The store may be gone by now; its history is still worth seeing.
+        bare = re.sub(r"^(json|jsondir|sqlite):", "", address).split("?")[0]
+        label, path = store, os.path.realpath(os.path.expanduser(bare))
     folder, _ = state_dir(config)
-    report = history(folder, label, prefix, limit)
+    report = history(folder, label, path, limit)
     if output is RowFormat.json:
         render.emit_object(report, "json", lambda obj, rich: "")
         return

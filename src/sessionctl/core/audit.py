@@ -12,9 +12,11 @@ import contextlib
 import fcntl
 import getpass
 import gzip
+import hashlib
 import json
 import os
 import re
+import secrets
 import socket
 import time
 import zlib
@@ -38,12 +40,17 @@ def timestamp_slug(epoch: float | None = None) -> str:
 
 
 def store_slug(label: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-.")
-    return slug[-60:] or "store"
+    """A folder name for a store: its config name, or its file name and a short hash."""
+    if "/" not in label:
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-.") or "store"
+    base = label.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-.")[:40] or "store"
+    return f"{base}-{hashlib.sha256(label.encode()).hexdigest()[:8]}"
 
 
 def default_archive_path(archive_dir: Path, label: str) -> Path:
-    return archive_dir / store_slug(label) / f"{timestamp_slug()}-{os.getpid()}.ndjson.gz"
+    unique = f"{timestamp_slug()}-{os.getpid()}-{secrets.token_hex(3)}"
+    return archive_dir / store_slug(label) / f"{unique}.ndjson.gz"
 
 
 def archive_entry(record: Record, session_id: str | None, reasons: list[str]) -> dict:
@@ -134,26 +141,21 @@ class ArchiveContents:
 
 def read_archive(path: Path) -> ArchiveContents:
     """Every entry that can be read; a run killed mid-write leaves a readable prefix."""
-    lines: list[bytes] = []
-    truncated = False
-    buffer = b""
     try:
-        with gzip.open(path, "rb") as handle:
-            try:
-                while chunk := handle.read(1 << 20):
-                    buffer += chunk
-                    *complete, buffer = buffer.split(b"\n")
-                    lines.extend(complete)
-            except (EOFError, zlib.error) as exc:
-                if not lines and not buffer:
-                    raise usage_error(f"{path} is not a sessionctl archive ({exc})") from None
-                truncated = True
-    except gzip.BadGzipFile:
-        raise usage_error(f"{path} is not a sessionctl archive (not gzip)") from None
+        compressed = path.read_bytes()
     except FileNotFoundError:
         raise usage_error(f"archive {path} does not exist") from None
     except OSError as exc:
         raise usage_error(f"cannot read archive {path}: {os_error_text(exc)}") from None
+    # zlib rather than gzip.open: it hands over what it decoded even when the stream was cut
+    # short, which is exactly the archive a killed run leaves behind.
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = decoder.decompress(compressed)
+    except zlib.error as exc:
+        raise usage_error(f"{path} is not a sessionctl archive ({exc})") from None
+    truncated = not decoder.eof
+    *lines, buffer = data.split(b"\n")
     if buffer.strip():
         truncated = True  # a last line without its newline was cut off mid-write
     parsed = []

@@ -8,25 +8,25 @@ from pathlib import Path
 from ..audit import read_audit
 
 
-def matches_store(entry: dict, label: str | None, identity_prefix: str | None) -> bool:
-    if label is None and identity_prefix is None:
+def matches_store(entry: dict, label: str | None, path: str | None) -> bool:
+    """An audit entry is about a store if it carries its name or its real path."""
+    if label is None and path is None:
         return True
     if label is not None and entry.get("store") == label:
         return True
     store_id = entry.get("store_id") or ""
-    return identity_prefix is not None and (
-        store_id == identity_prefix or store_id.startswith(identity_prefix + "?")
-    )
+    entry_path = store_id.partition(":")[2].partition("?")[0]
+    return path is not None and entry_path == path
 
 
 def history(
-    state_dir: Path, label: str | None = None, identity_prefix: str | None = None, limit: int = 20
+    state_dir: Path, label: str | None = None, path: str | None = None, limit: int = 20
 ) -> dict:
     runs: deque = deque(maxlen=limit)
     totals = {"runs": 0, "dry_runs": 0, "cleaned": 0, "failed": 0, "restored": 0}
     last_run = last_success = None
     for entry in read_audit(state_dir):
-        if not matches_store(entry, label, identity_prefix):
+        if not matches_store(entry, label, path):
             continue
         command = entry.get("command")
         if command == "restore":
