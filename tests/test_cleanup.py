@@ -4,6 +4,7 @@ import os
 import sqlite3
 import stat
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -509,7 +510,7 @@ def test_no_archive_and_explicit_archive(cli, tmp_path, state_dir):
 def test_restore_reads_a_truncated_archive(cli, tmp_path):
     store = build(tmp_path, "bash", "bash-sessions", "json-wrapped", [], n=40)
     result = json.loads(cli("cleanup", *store.args, "--all", "--yes", "-f", "json").stdout)
-    data = open(result["archive"], "rb").read()
+    data = Path(result["archive"]).read_bytes()
     cut = tmp_path / "cut.ndjson.gz"
     cut.write_bytes(data[: len(data) - 30])  # lose the gzip trailer and the last block's end
     out = json.loads(cli("restore", cut, "-f", "json").stdout)
