@@ -12,6 +12,7 @@ only then deletes them.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -451,5 +452,7 @@ def _audit(ctx: StoreContext, options: CleanupOptions, result: CleanupResult) ->
         "exit_code": int(result.exit_code),
         "duration_s": round(result.duration_s, 3),
         "error": result.error,
+        # Set in the lines `schedule install` writes, so `schedule list` finds its runs.
+        "schedule": os.environ.get("SESSIONCTL_SCHEDULE") or None,
     }
     append_audit(ctx.state_dir, entry)
