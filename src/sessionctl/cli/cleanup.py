@@ -179,6 +179,15 @@ def cleanup_command(
             help="Do not archive removed sessions (they cannot be restored). Example: --no-archive",
         ),
     ] = False,
+    jitter: Annotated[
+        Optional[str],
+        typer.Option(
+            "--jitter",
+            metavar="DURATION",
+            help="Wait a random time up to DURATION first, so a fleet of hosts sharing one store "
+            "do not all start at once. Example: --jitter 5m",
+        ),
+    ] = None,
     output: Annotated[
         ObjectFormat,
         typer.Option(
@@ -206,6 +215,11 @@ def cleanup_command(
         raise usage_error(
             "refusing to remove all sessions without a terminal to confirm on", "add --yes"
         )
+    if jitter is not None:
+        import random
+        import time
+
+        time.sleep(random.uniform(0, parse_duration(jitter, "--jitter")))
     extra = {}
     if pause is not None:
         extra["pause"] = parse_duration(pause, "--pause")
