@@ -116,7 +116,7 @@ def test_list_filters_sort_and_limit(cli, tmp_path, now):
     idle = json.loads(cli("list", *store.args, "--idle-for", "1h", "-f", "json").stdout)
     assert {v["id"] for v in idle} == set(store.ids["expired"])
     top = json.loads(
-        cli("list", *store.args, "--sort", "idle", "-r", "-n", "3", "-f", "json").stdout
+        cli("list", *store.args, "--sort", "idle", "-r", "--limit", "3", "-f", "json").stdout
     )
     everything = json.loads(cli("list", *store.args, "-f", "json").stdout)
     longest = sorted(everything, key=lambda v: v["idle_s"], reverse=True)[:3]
@@ -139,7 +139,7 @@ def test_list_chosen_fields(cli, tmp_path):
 
 def test_explain_says_what_was_detected(cli, tmp_path):
     store = build(tmp_path, "express", "express", "sqlite", [])
-    result = cli("list", *store.args, "--explain", "-n", "1")
+    result = cli("list", *store.args, "--explain", "--limit", "1")
     assert "preset express (detected from table columns)" in result.stderr
     assert "table sessions" in result.stderr
 

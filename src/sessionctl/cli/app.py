@@ -1,5 +1,6 @@
 """The `sessionctl` command: the Typer app and its entry point."""
 
+import os
 from typing import Annotated, Optional
 
 import typer
@@ -7,6 +8,9 @@ import typer
 from .. import __version__
 from . import cleanup, config, history, inspect, listing, presets, restore, stats, validate
 from .common import reset_state
+
+#: The environment variable of the shell-completion protocol (Typer: `source_<shell>`).
+COMPLETE_VAR = "_SESSIONCTL_COMPLETE"
 
 HELP = """Look after application session stores: see what is in them, find what is broken,
 remove what has expired, from a shell, cron or CI.
@@ -75,4 +79,11 @@ app.add_typer(config.app, name="config")
 
 
 def main() -> None:
+    if COMPLETE_VAR in os.environ:
+        # Shell completion (`_SESSIONCTL_COMPLETE=source_bash sessionctl`, and the scripts in
+        # completions/): add_completion=False keeps --install-completion out of the options,
+        # but also leaves Typer's bash/zsh/fish classes unregistered, so register them here.
+        import typer.completion
+
+        typer.completion.completion_init()
     app(prog_name="sessionctl")

@@ -141,12 +141,13 @@ ShowSecretsOpt = Annotated[
 # --- store options ---------------------------------------------------------------------------
 
 
-def complete_store(incomplete: str) -> list[str]:
-    """Store names from the config file, for shell completion."""
+def complete_store(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Store names from the config file (--config, $SESSIONCTL_CONFIG, ...), for shell completion."""
     try:
         from ..core.config import load_config
 
-        names = list(load_config(os.environ.get("SESSIONCTL_CONFIG")).stores)
+        explicit = ctx.find_root().params.get("config_file") or os.environ.get("SESSIONCTL_CONFIG")
+        names = list(load_config(explicit).stores)
     except (SessionctlError, OSError):
         return []
     return [name for name in names if name.startswith(incomplete)]
@@ -184,6 +185,7 @@ _STORE_PARAMETERS = [
             typer.Option(
                 "--store",
                 "-s",
+                metavar="STORE",
                 help="The store: a name from the config file, or json:PATH, jsondir:PATH, "
                 "sqlite:PATH?table=NAME, or a plain path (kind detected). "
                 "Example: --store web, --store ./sessions.json",
@@ -200,6 +202,7 @@ _STORE_PARAMETERS = [
         annotation=Annotated[
             Optional[str],
             typer.Option(
+                metavar="PRESET",
                 help="Field mapping, rules and expiry defaults of a known application "
                 "(see `sessionctl presets`); detected when not given. Example: --preset django",
                 autocompletion=complete_preset,

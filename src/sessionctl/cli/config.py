@@ -10,7 +10,7 @@ from ..core.errors import usage_error
 from .common import RowFormat, complete_preset, complete_store, current_state, handle_errors, say
 
 app = typer.Typer(
-    help="Create and inspect the configuration file.",
+    help="Create and inspect the configuration file.\n\nExample: sessionctl config init --store web --address ./db.sqlite3",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -40,13 +40,17 @@ def init_command(
     store: Annotated[
         Optional[str],
         typer.Option(
-            "--store", "-s", help="Also define a store with this name. Example: --store web"
+            "--store",
+            "-s",
+            metavar="STORE",
+            help="Also define a store with this name. Example: --store web",
         ),
     ] = None,
     address: Annotated[
         Optional[str],
         typer.Option(
             "--address",
+            metavar="ADDRESS",
             help="The store's address (with --store). Example: --address sqlite:/srv/app/db.sqlite3",
         ),
     ] = None,
@@ -54,6 +58,7 @@ def init_command(
         Optional[str],
         typer.Option(
             "--preset",
+            metavar="PRESET",
             help="The store's preset (with --store). Example: --preset django",
             autocompletion=complete_preset,
         ),
@@ -96,6 +101,7 @@ def show_command(
         typer.Option(
             "--store",
             "-s",
+            metavar="STORE",
             help="Only this configured store. Example: --store web",
             autocompletion=complete_store,
         ),

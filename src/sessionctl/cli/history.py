@@ -29,13 +29,16 @@ def history_command(
         typer.Option(
             "--store",
             "-s",
+            metavar="STORE",
             help="Only runs on this store (name or address). Example: --store web",
             autocompletion=complete_store,
         ),
     ] = None,
     limit: Annotated[
         int,
-        typer.Option("--limit", "-n", min=1, help="How many recent runs to show. Example: -n 50"),
+        typer.Option(
+            "--limit", min=1, metavar="N", help="How many recent runs to show. Example: --limit 50"
+        ),
     ] = 20,
     output: Annotated[
         RowFormat,
@@ -50,7 +53,7 @@ def history_command(
     """Past cleanups and restores from the audit log, with totals: sessions cleaned overall,
     the last run and how it ended.
 
-    Example: sessionctl history --store web -n 10
+    Example: sessionctl history --store web --limit 10
     """
     from ..core.config import state_dir
     from ..core.ops.history import history

@@ -107,6 +107,7 @@ def list_command(
     sort: Annotated[
         Optional[str],
         typer.Option(
+            metavar="KEY",
             help="Sort by id, created, accessed, expires, group, age, idle, size or status "
             "(store order when not given). Example: --sort idle",
         ),
@@ -116,7 +117,9 @@ def list_command(
     ] = False,
     limit: Annotated[
         Optional[int],
-        typer.Option("--limit", "-n", min=0, help="Show at most N sessions. Example: -n 20"),
+        typer.Option(
+            "--limit", min=0, metavar="N", help="Show at most N sessions. Example: --limit 20"
+        ),
     ] = None,
     fields: Annotated[
         Optional[str],
@@ -141,7 +144,7 @@ def list_command(
 ) -> None:
     """List sessions with their status, times and reasons.
 
-    Example: sessionctl list --store web --expired --sort age -n 20
+    Example: sessionctl list --store web --expired --sort age --limit 20
     """
     from ..core.ops.listing import ListQuery, list_sessions, parse_where
     from ..core.timeparse import parse_duration

@@ -12,7 +12,8 @@ from .common import StatsFormat, StoreArgs, open_store_context, say, store_comma
 
 def stats_command(
     top: Annotated[
-        int, typer.Option("--top", min=0, help="How many groups to list. Example: --top 5")
+        int,
+        typer.Option("--top", min=0, metavar="N", help="How many groups to list. Example: --top 5"),
     ] = 10,
     alert_active: Annotated[
         Optional[int],
