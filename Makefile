@@ -44,5 +44,13 @@ format: venv
 	$(BIN)/ruff format src tests tools bench
 	$(BIN)/ruff check --fix src tests tools bench
 
+# Generated from the Typer app; regenerate and commit whenever a command, option or help changes
+# (tests/test_docs.py fails when the committed files drift from the code).
+completions: venv
+	$(BIN)/python tools/gendocs.py completions
+
+man: venv
+	$(BIN)/python tools/gendocs.py man
+
 clean:
 	rm -rf $(VENV) $(DEMO) build dist src/*.egg-info .pytest_cache
