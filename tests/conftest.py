@@ -37,11 +37,14 @@ class Cli:
     def __init__(self):
         self.runner = CliRunner()
 
-    def __call__(self, *args, code: int = 0, input: str | None = None, env: dict | None = None):
+    def __call__(
+        self, *args, code: int | None = 0, input: str | None = None, env: dict | None = None
+    ):
+        """Run; `code=None` accepts any exit status (the caller compares them)."""
         result = self.runner.invoke(
             app, [str(a) for a in args], input=input, env=env, catch_exceptions=False
         )
-        assert result.exit_code == code, (
+        assert code is None or result.exit_code == code, (
             f"exit {result.exit_code} != {code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
         )
         return result

@@ -397,6 +397,8 @@ def explain(ctx) -> None:
     policy = ctx.policy
     from ..core.timeparse import format_duration
 
+    ctx.pushdown()
+    say(f"  judging: {ctx.pushdown_note}")
     say(
         f"  expiry: max_age={format_duration(policy.max_age) or '-'} "
         f"idle_timeout={format_duration(policy.idle_timeout) or '-'} "

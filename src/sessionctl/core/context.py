@@ -47,6 +47,8 @@ class StoreContext:
     now: float
     state_dir: Path
     preset: Preset | None
+    pushdown_note: str = ""
+    _plan: object = None
 
     @property
     def label(self) -> str:
@@ -61,6 +63,28 @@ class StoreContext:
     @property
     def table(self) -> str | None:
         return getattr(self.store, "table", None)
+
+    def pushdown(self):
+        """The store's own query plan for judging, when it can judge exactly; else None.
+
+        SESSIONCTL_PUSHDOWN=0 turns it off (the tests compare both paths; so can you).
+        """
+        if self._plan is not None or self.pushdown_note:
+            return self._plan
+        if os.environ.get("SESSIONCTL_PUSHDOWN") == "0":
+            self.pushdown_note = "in Python (SESSIONCTL_PUSHDOWN=0)"
+            return None
+        factory = getattr(self.store, "pushdown", None)
+        if factory is None:
+            self.pushdown_note = f"in Python ({self.spec.kind} stores are read record by record)"
+            return None
+        self._plan, why = factory(self.mapping, self.policy, self.settings["timezone"], self.now)
+        self.pushdown_note = (
+            f"in Python ({why})"
+            if self._plan is None
+            else "judged in SQL (rows SQL cannot read exactly go to the Python judge)"
+        )
+        return self._plan
 
     def close(self) -> None:
         self.store.close()

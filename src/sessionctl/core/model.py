@@ -41,6 +41,18 @@ INVALID_CODES = frozenset(
 
 ACTIVE, EXPIRED_STATUS, INVALID = "active", "expired", "invalid"
 
+#: Age histogram buckets of `stats`: label and upper bound in seconds (the last is open-ended).
+AGE_BUCKETS: list[tuple[str, float]] = [
+    ("<1h", 3600),
+    ("1h-6h", 6 * 3600),
+    ("6h-1d", 86400),
+    ("1d-7d", 7 * 86400),
+    ("7d-30d", 30 * 86400),
+    ("30d-90d", 90 * 86400),
+    ("90d-1y", 365 * 86400),
+    (">1y", float("inf")),
+]
+
 
 @dataclass(slots=True)
 class Record:

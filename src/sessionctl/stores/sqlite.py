@@ -9,6 +9,7 @@ rows still exactly as selected, archive them, DELETE, COMMIT.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
@@ -52,7 +53,10 @@ class SqliteStore(Store):
             raise store_error(f"cannot read {self.path}: {exc.strerror}") from None
         if header != SQLITE_HEADER:
             raise store_error(f"{self.path} is not a SQLite database", "is this the right file?")
-        self._reader = self._connect("ro")
+        # Read-write where allowed even for reading: a reader must be able to roll back the
+        # hot journal an application (or a killed cleanup) left behind, or SQLite refuses to
+        # read at all. The reader itself never changes the database.
+        self._reader = self._connect("rw" if os.access(self.path, os.W_OK) else "ro")
         self._writer: sqlite3.Connection | None = None
         self.table = self._choose_table(spec.table)
         self.columns = self._columns(self.table)
@@ -71,7 +75,8 @@ class SqliteStore(Store):
                 isolation_level=None,
                 check_same_thread=False,
             )
-            conn.execute("PRAGMA query_only = 1" if mode == "ro" else "PRAGMA foreign_keys = ON")
+            if mode == "rw":
+                conn.execute("PRAGMA foreign_keys = ON")  # so ON DELETE CASCADE is honoured
         return conn
 
     @contextlib.contextmanager
@@ -279,6 +284,15 @@ class SqliteStore(Store):
             "cascades_to": [child for child, _, _ in self._children],
             "rows": self.count(),
         }
+
+    def pushdown(self, mapping, policy, tz, now: float):
+        """Counting and selecting in SQL when it can judge exactly: (plan, "") or (None, why)."""
+        from .sqlite_judge import SqlitePushdown, compile_judge
+
+        compiled, why = compile_judge(self, mapping, policy, tz, now)
+        if compiled is None:
+            return None, why
+        return SqlitePushdown(self, compiled), ""
 
     # -- removing --------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from ..audit import (
 from ..context import StoreContext
 from ..errors import ExitCode, SessionctlError, usage_error
 from ..hooks import check_hook, run_hook
-from ..model import Record, Session, Verdict
+from ..model import Reason, Record, Session, Verdict
 from ..redact import json_safe
 from ..timeparse import to_iso
 from .scan import judged
@@ -380,13 +380,17 @@ def cleanup(
         selection = _Selection(options)
         collected: list[tuple[Candidate, list[str]]] = []
         fingerprint = ctx.store.fingerprint
-        for session, verdict in judged(ctx):
+        plan = None if options.has_caps else ctx.pushdown()
+        rows_before = plan.total() if plan else 0
+        examined = (
+            _pushed_choices(ctx, plan, selection) if plan else _judged_choices(ctx, selection)
+        )
+        for record, session_id, codes, session in examined:
             result.total += 1
-            codes = selection.reasons(verdict)
             if codes or options.has_caps:
-                candidate = Candidate(session.key, fingerprint(session.record), session.id)
+                candidate = Candidate(record.key, fingerprint(record), session_id)
             if codes:
-                _note_selected(result, session.id, session.key, codes)
+                _note_selected(result, session_id, record.key, codes)
                 if streaming:
                     remover.add(candidate, codes)
                 else:
@@ -395,6 +399,9 @@ def cleanup(
                 selection.keep(session, candidate)
             if progress and result.total % 5000 == 0:
                 progress(result.total, result.deleted)
+        if plan is not None:
+            # The store only handed over what it selected (and rows it could not judge).
+            result.total = max(result.total, rows_before)
         for candidate, code in selection.over_caps():
             _note_selected(result, candidate.id, candidate.key, [code])
             collected.append((candidate, [code]))
@@ -418,6 +425,30 @@ def cleanup(
             if lock is not None:
                 lock.release()
     return result
+
+
+def _judged_choices(ctx: StoreContext, selection: _Selection):
+    """(record, id, reason codes, session) for every session, judged in Python."""
+    for session, verdict in judged(ctx):
+        yield session.record, session.id, selection.reasons(verdict), session
+
+
+def _pushed_choices(ctx: StoreContext, plan, selection: _Selection):
+    """The same, from the store's own selection: only selected rows and rows it left to us."""
+    options = selection.options
+    codes = plan.reason_codes(expired=options.expired, invalid=options.invalid)
+    duplicates = plan.duplicate_keys
+    id_path = ctx.mapping.path("id")
+    for record, flags in plan.select(codes, options.everything):
+        session = ctx.mapper.session(record)
+        if flags is None:
+            verdict = ctx.judge.verdict(session, ctx.now)
+            if record.key in duplicates:
+                verdict.invalid.append(
+                    Reason(model.DUPLICATE_ID, "an earlier record has the same id", id_path)
+                )
+            flags = selection.reasons(verdict)
+        yield record, session.id, flags, session
 
 
 def _note_selected(result: CleanupResult, session_id, key, codes: list[str]) -> None:

@@ -1,0 +1,379 @@
+"""The Judge (core/policy.py) compiled to SQL, so a SQLite store can count, select and delete
+without handing a million rows to Python.
+
+Exactness comes first. SQL decides only rows whose time columns it can read exactly as
+`parse_timestamp` would: NULL, a non-negative number (epoch seconds, milliseconds or
+microseconds, told apart by the same magnitudes), or, when naive times are UTC, text of the
+form `YYYY-MM-DD HH:MM:SS[.f{1,6}]` that names a real instant. Every other row is
+"undecidable" and goes to the Python judge, so verdicts are the same either way; the tests
+compare both paths on stores full of odd values.
+
+Each reason is an SQL expression counting how often it applies to a row, written with the same
+arithmetic as the Python judge so that floats round the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ..core import model
+from ..core.mapping import KEY_PATH, ROLES, Mapping
+from ..core.model import AGE_BUCKETS, Record
+from ..core.policy import Policy
+from ..core.timeparse import UTC
+
+TEXT_TIME = (
+    "{x} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]*'"
+    " AND (length({x}) = 19 OR (length({x}) BETWEEN 21 AND 26 AND substr({x}, 20, 1) = '.'"
+    " AND substr({x}, 21) NOT GLOB '*[^0-9]*'))"
+    # SQLite's date functions accept 2026-02-30 and 24:00:00; a round trip through a
+    # modifier normalises those, so only real dates and times compare equal.
+    " AND datetime(substr({x}, 1, 19), '+0 seconds') = substr({x}, 1, 19)"
+)
+NUMERIC_TIME = "typeof({x}) IN ('integer', 'real') AND {x} >= 0 AND {x} < 1e17"
+#: Aliases of the epoch-second values the inner query computes once per row.
+TIME_ALIASES = {"created": "_c", "accessed": "_a", "expires": "_e"}
+DUPLICATES_TABLE = "temp.sessionctl_duplicate_rows"
+PAGE = 2000
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass
+class CompiledJudge:
+    """SQL pieces for one store, mapping and policy; named parameters (:now and friends)."""
+
+    #: Per-row values the inner query computes: alias -> expression.
+    computed: dict[str, str]
+    #: Reason code -> expression counting that reason for a row, over the inner query.
+    reasons: dict[str, str]
+    expired_codes: list[str]
+    invalid_codes: list[str]
+    id_column: str | None
+    group_column: str | None
+    #: Rowids whose id an earlier row already has (None when the store keeps ids unique).
+    duplicates: str | None
+    params: dict = field(default_factory=dict)
+
+    def any_of(self, codes: list[str]) -> str:
+        if not codes:
+            return "0"
+        return "(" + " OR ".join(f"({self.reasons[c]}) > 0" for c in codes) + ")"
+
+
+def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
+    """(CompiledJudge, "") or (None, why SQL cannot judge this store exactly)."""
+    if store.key_column != "rowid":
+        return None, "the table has no rowid"
+    columns = set(store.columns)
+    for role in ROLES:
+        path = mapping.path(role)
+        if path is not None and ("." in path or path == KEY_PATH):
+            return None, f"the {role} field {path!r} is not a plain column"
+    for path in [*policy.rules.required, *policy.rules.allowed, *policy.rules.types]:
+        if path not in ROLES and "." in path:
+            return None, f"a rule on {path!r} reaches inside a column"
+
+    def column(path: str | None) -> str | None:
+        """A role's column; "NULL" when the path names no column (the value is absent)."""
+        if path is None:
+            return None
+        return quote(path) if path in columns else "NULL"
+
+    utc = tz is UTC or getattr(tz, "key", None) == "UTC"
+    computed: dict[str, str] = {}
+    checks = []
+    times = {}
+    for role, alias in TIME_ALIASES.items():
+        x = column(mapping.path(role))
+        if x in (None, "NULL"):
+            times[role] = None
+            continue
+        text_epoch = ""
+        text_check = ""
+        if utc:
+            text_epoch = (
+                f" WHEN typeof({x}) = 'text' AND {TEXT_TIME.format(x=x)} THEN"
+                f" CAST(strftime('%s', substr({x}, 1, 19)) AS INTEGER) + CASE WHEN"
+                f" length({x}) > 19 THEN CAST('0' || substr({x}, 20) AS REAL) ELSE 0 END"
+            )
+            text_check = f" OR (typeof({x}) = 'text' AND {TEXT_TIME.format(x=x)})"
+        computed[alias] = (
+            f"CASE WHEN {NUMERIC_TIME.format(x=x)} THEN CASE WHEN {x} >= 1e14 THEN {x} / 1e6"
+            f" WHEN {x} >= 1e11 THEN {x} / 1e3 ELSE {x} * 1.0 END{text_epoch} END"
+        )
+        checks.append(f"({x} IS NULL OR ({NUMERIC_TIME.format(x=x)}){text_check})")
+        times[role] = alias
+    # IFNULL: a failed date round trip is NULL, and NOT NULL would hide the row from both paths.
+    computed["_d"] = "IFNULL(" + " AND ".join(checks) + ", 0)" if checks else "1"
+    created, accessed, expires = times["created"], times["accessed"], times["expires"]
+
+    reasons: dict[str, str] = {}
+
+    def add(code: str, expression: str) -> None:
+        part = f"IFNULL(({expression}), 0)"
+        reasons[code] = part if code not in reasons else f"{reasons[code]} + {part}"
+
+    expired_codes = []
+    if expires:
+        add(model.EXPIRED, f"{expires} <= :now")
+        expired_codes.append(model.EXPIRED)
+    if policy.idle_timeout is not None and (accessed or created):
+        last_active = (
+            f"COALESCE({accessed}, {created})" if accessed and created else accessed or created
+        )
+        add(model.IDLE, f"(:now - {last_active}) > :idle")
+        expired_codes.append(model.IDLE)
+    if policy.max_age is not None and created:
+        add(model.MAX_AGE, f"(:now - {created}) > :max_age")
+        expired_codes.append(model.MAX_AGE)
+
+    for name in policy.rules.required:
+        if name in ROLES:
+            x = column(mapping.path(name))
+            add(model.MISSING_FIELD, "1" if x is None else f"{x} IS NULL")
+        else:
+            x = column(name)
+            add(model.MISSING_FIELD, f"{x} IS NULL OR {x} = ''")
+    for path, allowed in policy.rules.allowed.items():
+        x = column(path)
+        if x == "NULL":
+            continue  # an absent field is not checked, as in Python
+        texts = [v for v in allowed if isinstance(v, str)]
+        numbers = [
+            int(v) if isinstance(v, bool) else v for v in allowed if isinstance(v, (int, float))
+        ]
+        member = []
+        if texts:
+            member.append(f"(typeof({x}) = 'text' AND {x} IN ({', '.join(map(_literal, texts))}))")
+        if numbers:
+            listed = ", ".join(repr(n) for n in numbers)
+            member.append(f"(typeof({x}) IN ('integer', 'real') AND {x} IN ({listed}))")
+        add(model.NOT_ALLOWED, f"{x} IS NOT NULL AND NOT ({' OR '.join(member) or '0'})")
+    for path, type_name in policy.rules.types.items():
+        x = column(path)
+        if x == "NULL":
+            continue
+        wanted = {"string": "('text')", "integer": "('integer')", "number": "('integer', 'real')"}
+        if type_name in wanted:
+            add(model.WRONG_TYPE, f"{x} IS NOT NULL AND typeof({x}) NOT IN {wanted[type_name]}")
+        else:  # SQLite holds no booleans, objects or arrays: any value has the wrong type
+            add(model.WRONG_TYPE, f"{x} IS NOT NULL")
+    if created:
+        add(model.FUTURE_TIMESTAMP, f"{created} > :ahead")
+    if accessed:
+        add(model.FUTURE_TIMESTAMP, f"{accessed} > :ahead")
+    if expires:
+        add(model.FUTURE_TIMESTAMP, f"{expires} > :horizon_at")
+    if created and accessed:
+        add(model.INCONSISTENT, f"{accessed} < {created} - :skew")
+
+    id_column = column(mapping.path("id"))
+    duplicates = None
+    if id_column not in (None, "NULL") and mapping.path("id") not in store.unique_fields():
+        duplicates = (
+            f"SELECT k FROM (SELECT rowid AS k, ROW_NUMBER() OVER (PARTITION BY {id_column} "
+            f"ORDER BY rowid) AS n FROM {quote(store.table)} WHERE {id_column} IS NOT NULL) "
+            "WHERE n > 1"
+        )
+        add(model.DUPLICATE_ID, f"_k IN {DUPLICATES_TABLE}")
+    invalid_order = [
+        model.MISSING_FIELD,
+        model.NOT_ALLOWED,
+        model.WRONG_TYPE,
+        model.FUTURE_TIMESTAMP,
+        model.INCONSISTENT,
+        model.DUPLICATE_ID,
+    ]
+    group = column(mapping.path("group"))
+    return (
+        CompiledJudge(
+            computed=computed,
+            reasons=reasons,
+            expired_codes=expired_codes,
+            invalid_codes=[code for code in invalid_order if code in reasons],
+            id_column=None if id_column in (None, "NULL") else id_column,
+            group_column=None if group in (None, "NULL") else group,
+            duplicates=duplicates,
+            params={
+                "now": now,
+                "ahead": now + policy.skew,
+                "horizon_at": now + policy.expiry_horizon,
+                "skew": policy.skew,
+                "idle": policy.idle_timeout,
+                "max_age": policy.max_age,
+            },
+        ),
+        "",
+    )
+
+
+class SqlitePushdown:
+    """Counting and selecting inside SQLite, with the undecidable rest handed to Python."""
+
+    def __init__(self, store, compiled: CompiledJudge):
+        self.store = store
+        self.compiled = compiled
+        self.table = quote(store.table)
+        if compiled.duplicates:
+            # A temp table on the read connection: the application's database is not touched.
+            self.store.query(
+                f"CREATE TEMP TABLE IF NOT EXISTS {DUPLICATES_TABLE.split('.')[1]}"
+                "(k INTEGER PRIMARY KEY)"
+            )
+            self.store.query(f"DELETE FROM {DUPLICATES_TABLE}")
+            self.store.query(f"INSERT INTO {DUPLICATES_TABLE} {compiled.duplicates}")
+        self.duplicate_keys = (
+            {k for (k,) in store.query(f"SELECT k FROM {DUPLICATES_TABLE}")}
+            if compiled.duplicates
+            else set()
+        )
+
+    def _inner(self, where: str = "", extra: str = "") -> str:
+        computed = ", ".join(f"{sql} AS {alias}" for alias, sql in self.compiled.computed.items())
+        # LIMIT -1 keeps SQLite from flattening the subquery into the outer one, which would
+        # repeat each per-row expression everywhere it is used.
+        return (
+            f"SELECT rowid AS _k, {computed}{extra}, * FROM {self.table} NOT INDEXED"
+            f"{where} ORDER BY rowid LIMIT -1"
+        )
+
+    def _run(self, sql: str, params: dict | None = None) -> list[tuple]:
+        merged = {**self.compiled.params, **(params or {})}
+        return self.store.query(sql, {k: v for k, v in merged.items() if f":{k}" in sql})
+
+    def total(self) -> int:
+        return self.store.count()
+
+    def reason_codes(self, expired: bool, invalid: bool) -> list[str]:
+        """The reason codes a cleanup --expired / --invalid selects by."""
+        return (self.compiled.expired_codes if expired else []) + (
+            self.compiled.invalid_codes if invalid else []
+        )
+
+    def aggregate(self, top: int, cap: int | None) -> dict:
+        """Counts over the decidable rows, and groups over all rows."""
+        c = self.compiled
+        expired = c.any_of(c.expired_codes)
+        invalid = c.any_of(c.invalid_codes)
+        dated = [alias for alias in ("_c", "_a") if alias in c.computed]
+        born = f"COALESCE({', '.join(dated)}, NULL)" if dated else "NULL"
+        buckets = []
+        previous = None
+        for _, bound in AGE_BUCKETS:
+            condition = f"(:now - {born}) < {bound!r}" if bound != float("inf") else "1"
+            if previous is not None:
+                condition += f" AND NOT ((:now - {born}) < {previous!r})"
+            buckets.append(f"SUM(CASE WHEN {born} IS NOT NULL AND {condition} THEN 1 ELSE 0 END)")
+            previous = bound
+        codes = list(c.reasons)
+        sql = (
+            f"SELECT COUNT(*), SUM({expired}), SUM({invalid}),"
+            f" SUM(NOT {expired} AND NOT {invalid}),"
+            f" SUM(CASE WHEN {born} IS NULL THEN 1 ELSE 0 END)"
+            + "".join(f", SUM({c.reasons[code]})" for code in codes)
+            + "".join(f", {b}" for b in buckets)
+            + f" FROM ({self._inner()}) WHERE _d"
+        )
+        row = self._run(sql)[0]
+        n, n_expired, n_invalid, n_active, undated = (v or 0 for v in row[:5])
+        by_reason = {code: row[5 + i] or 0 for i, code in enumerate(codes)}
+        histogram = [v or 0 for v in row[5 + len(codes) :]]
+        result = {
+            "decided": n,
+            "expired": n_expired,
+            "invalid": n_invalid,
+            "active": n_active,
+            "undated": undated,
+            "by_reason": {code: count for code, count in by_reason.items() if count},
+            "histogram": histogram,
+            "oldest": self._extreme("_c", "ASC"),
+            "newest": self._extreme("_c", "DESC"),
+            "least_recent": self._extreme("_a", "ASC"),
+        }
+        result.update(self._groups(top, cap))
+        return result
+
+    def _extreme(self, alias: str, direction: str) -> tuple[float, str | None] | None:
+        if alias not in self.compiled.computed:
+            return None
+        id_column = self.compiled.id_column or "NULL"
+        rows = self._run(
+            f"SELECT {alias}, {id_column} FROM ({self._inner()}) WHERE _d AND {alias} IS NOT NULL"
+            f" ORDER BY {alias} {direction}, _k ASC LIMIT 1"
+        )
+        if not rows:
+            return None
+        value, session_id = rows[0]
+        return value, None if session_id is None else _as_id(session_id)
+
+    def _groups(self, top: int, cap: int | None) -> dict:
+        group = self.compiled.group_column
+        if group is None:
+            return {"group_count": 0, "top_groups": [], "groups_over_cap": None}
+        counted = (
+            f"SELECT {group} AS g, COUNT(*) AS n, MIN(rowid) AS first FROM {self.table}"
+            f" WHERE {group} IS NOT NULL GROUP BY {group}"
+        )
+        group_count = self.store.query(f"SELECT COUNT(*) FROM ({counted})")[0][0]
+        top_rows = self.store.query(f"{counted} ORDER BY n DESC, first ASC LIMIT ?", (top,))
+        over = None
+        if cap:
+            over = self.store.query(f"SELECT COUNT(*) FROM ({counted}) WHERE n > ?", (cap,))[0][0]
+        return {
+            "group_count": group_count,
+            "top_groups": [(_as_id(g), n) for g, n, _ in top_rows],
+            "groups_over_cap": over,
+        }
+
+    def undecidable(self) -> Iterator[Record]:
+        """Rows SQL cannot judge exactly; the caller judges them in Python."""
+        yield from self._pages("NOT _d", [])
+
+    def select(self, codes: list[str], everything: bool) -> Iterator[tuple[Record, list | None]]:
+        """(record, reason codes) for every decidable row to remove, in rowid order, and
+        (record, None) for every undecidable row, which Python must judge."""
+        c = self.compiled
+        flagged = [code for code in codes if code in c.reasons]
+        wanted = "1" if everything else c.any_of(flagged)
+        prefix = ["all"] if everything else []
+        for record, flags in self._pages(f"({wanted}) OR NOT _d", flagged, with_decided=True):
+            if flags is None:
+                yield record, None
+            else:
+                yield record, prefix + [code for code, on in zip(flagged, flags) if on]
+
+    def _pages(self, condition: str, flagged: list[str], with_decided: bool = False):
+        c = self.compiled
+        flags = "".join(f", ({c.reasons[code]}) > 0" for code in flagged)
+        columns = self.store.columns
+        skip = 2 + len(flagged)
+        last = None
+        while True:
+            where = " WHERE rowid > :last" if last is not None else ""
+            inner = self._inner(where)
+            sql = f"SELECT _k, _d{flags}, * FROM ({inner}) WHERE {condition} LIMIT {PAGE}"
+            rows = self._run(sql, {"last": last})
+            width = len(c.computed) + 1  # _k and the computed values precede the row's own
+            for row in rows:
+                record = Record(key=row[0], data=dict(zip(columns, row[skip + width :])), size=None)
+                if not with_decided:
+                    yield record
+                elif row[1]:
+                    yield record, row[2:skip]
+                else:
+                    yield record, None
+            if len(rows) < PAGE:
+                return
+            last = rows[-1][0]
+
+
+def _as_id(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
