@@ -6,7 +6,18 @@ from typing import Annotated, Optional
 import typer
 
 from .. import __version__
-from . import cleanup, config, history, inspect, listing, presets, restore, stats, validate
+from . import (
+    cleanup,
+    config,
+    history,
+    inspect,
+    listing,
+    presets,
+    restore,
+    schedule,
+    stats,
+    validate,
+)
 from .common import reset_state
 
 #: The environment variable of the shell-completion protocol (Typer: `source_<shell>`).
@@ -76,6 +87,7 @@ app.command("restore")(restore.command)
 app.command("history")(history.command)
 app.command("presets")(presets.command)
 app.add_typer(config.app, name="config")
+app.add_typer(schedule.app, name="schedule")
 
 
 def main() -> None:
