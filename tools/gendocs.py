@@ -182,7 +182,8 @@ def paragraphs(help_text: str | None) -> list[str]:
                 current.append(raw.strip())
         if current:
             result.append(" ".join(current))
-    return result
+    # An example in the middle of a paragraph (a group's one-line help) gets its own, too.
+    return [part.strip() for para in result for part in re.split(r"(?=Example: )", para) if part]
 
 
 def body(help_text: str | None) -> list[str]:
@@ -324,6 +325,8 @@ ENVIRONMENT = {
     "be removed (the session itself is on the hook's standard input).",
     "SESSIONCTL_SCHEDULE": "Set by the crontab entries `sessionctl schedule` writes: the "
     "schedule's name, recorded in the audit log.",
+    "SESSIONCTL_CRON_D": "The folder `sessionctl schedule --system` keeps its entries in, "
+    "instead of /etc/cron.d.",
     "SESSIONCTL_PUSHDOWN": "0 turns off judging sessions inside SQLite (SQL instead of Python); "
     "the results are the same, only slower. For troubleshooting and comparisons.",
     "NO_COLOR": "When set, no colour, even on a terminal.",
@@ -368,6 +371,16 @@ FILES = [
         "store never overlap; the kernel releases it when its holder dies.",
     ),
     (
+        "/etc/cron.d/sessionctl-NAME",
+        "A cron entry written by `sessionctl schedule install --system` (system format, with a "
+        "user column). Without --system, entries go to the invoking user's crontab, each line "
+        "marked `# sessionctl:NAME`.",
+    ),
+    (
+        "STATE/schedule/NAME.log",
+        "The output of a scheduled cleanup (unless it was installed with --mail).",
+    ),
+    (
         "STORE.json.bak",
         "A JSON-file store's previous version, kept when a cleanup or restore rewrites it.",
     ),
@@ -388,8 +401,12 @@ EXAMPLES = [
     (
         "A crontab entry: every 15 minutes, silent on success, a log line and an exit status on "
         "failure, never two runs at once (an overlapping run exits 4 and says nothing). "
-        "`sessionctl schedule` writes such entries for you.",
+        "`sessionctl schedule install` writes such entries for you, with absolute paths, the "
+        "config file and the state folder pinned, and a log in STATE/schedule/NAME.log:",
         [
+            "sessionctl schedule install web-expired --every 15m -- cleanup --expired --store web",
+            "",
+            "# or by hand, with crontab -e:",
             "*/15 * * * * sessionctl cleanup --store web --expired --quiet --jitter 1m \\",
             "    >>/var/log/sessionctl.log 2>&1",
         ],
