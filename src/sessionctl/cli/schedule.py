@@ -198,7 +198,8 @@ def _report(change, what: str) -> None:
     elif change.action == "unchanged":
         say(f"{change.name} in {change.where} is {what} already")
     else:
-        say(f"{change.action} {change.name} in {change.where}")
+        preposition = "from" if change.action == "removed" else "in"
+        say(f"{change.action} {change.name} {preposition} {change.where}")
     if change.next_run and change.action != "removed":
         say(f"next run: {change.next_run}")
 
@@ -304,7 +305,11 @@ def install_command(
         user=user,
         dry_run=dry_run,
     )
-    _report(schedule.install(request), "installed")
+    change = schedule.install(request)
+    _report(change, "installed")
+    if system and user is not None and user != schedule.current_user():
+        needs = f"the store, {config.path} and " if config.path else "the store and "
+        say(f"note: {user} runs it, and must be able to read {needs}write {folder}")
 
 
 @app.command("list")

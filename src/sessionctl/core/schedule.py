@@ -505,8 +505,11 @@ def write_user_crontab(text: str | None) -> None:
 
 
 @contextlib.contextmanager
-def _crontab_lock(state_dir: Path) -> Iterator[None]:
+def _crontab_lock(state_dir: Path, dry_run: bool = False) -> Iterator[None]:
     """One `schedule` edit of the crontab at a time (crontab -l then crontab - is not atomic)."""
+    if dry_run:  # writes nothing, not even a lock file
+        yield
+        return
     folder = ensure_private_dir(state_dir / "locks")
     fd = os.open(folder / "crontab.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -636,7 +639,7 @@ def install(request: InstallRequest) -> Change:
         if not request.dry_run:
             _write_cron_d(path, cron_d_text(request.name, line))
         return Change(action, request.name, str(path), line, request.dry_run, when)
-    with _crontab_lock(request.state_dir):
+    with _crontab_lock(request.state_dir, request.dry_run):
         text = read_user_crontab()
         lines = (text or "").split("\n")
         found = _find(lines, request.name, False)
@@ -693,7 +696,7 @@ def change(name: str, action: str, state_dir: Path, system: bool, dry_run: bool)
             else:
                 _write_cron_d(path, "\n".join(lines))
         return result
-    with _crontab_lock(state_dir):
+    with _crontab_lock(state_dir, dry_run):
         text = read_user_crontab()
         lines = (text or "").split("\n")
         found = _find(lines, name, False)
