@@ -572,7 +572,12 @@ def _write_cron_d(path: Path, text: str) -> None:
             f"is cron installed? (${ENV_CRON_D} chooses another folder)",
         )
     # cron wants the file owned by root and writable by nobody else.
-    atomic_write(path, text.encode("utf-8", "surrogateescape"), mode=0o644)
+    try:
+        atomic_write(path, text.encode("utf-8", "surrogateescape"), mode=0o644)
+    except SessionctlError as exc:
+        if os.geteuid() != 0 and not os.access(path.parent, os.W_OK):
+            exc.hint = f"writing {path.parent} needs root: run it with sudo"
+        raise
 
 
 # --- operations ---------------------------------------------------------------------------------
