@@ -527,11 +527,17 @@ def test_foreign_lines_are_left_exactly_as_they_were(cli, crontab, web):
 def test_reinstall_replaces_and_removing_the_last_entry_leaves_no_crontab(cli, crontab, web):
     store, config = web
     crontab.write(None)
+    said = []
     for every in ("1h", "15m", "15m"):
-        cli(
+        said.append(cli(
             "--config", config, "schedule", "install", "one", "--every", every, "--",
             "cleanup", "--expired", "--store", "web",
-        )  # fmt: skip
+        ).stderr.splitlines()[0])  # fmt: skip
+    assert [s.split()[1] for s in said] == ["installed", "replaced", "one"]
+    assert (
+        said[2]
+        == f"sessionctl: one in the crontab of {schedule.current_user()} is installed already"
+    )
     lines = entry_lines(crontab.read())
     assert len(lines) == 1 and lines[0].startswith("*/15 * * * * ")
     result = cli("schedule", "remove", "one")
@@ -706,6 +712,7 @@ def test_system_entries_replace_enable_disable_remove(cli, web, cron_d):
     assert "installed w" in first.stderr
     second = cli(*base, "--every", "30m", *tail)
     assert "replaced w" in second.stderr
+    assert "installed already" in cli(*base, "--every", "30m", *tail).stderr
     path = cron_d / "sessionctl-w"
     (line,) = entry_lines(path.read_text())
     assert line.startswith("*/30 * * * * ")

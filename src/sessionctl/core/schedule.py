@@ -640,16 +640,19 @@ def install(request: InstallRequest) -> Change:
             raise usage_error(
                 f"{path} exists and was not written by sessionctl", "it is left as it is"
             )
-        action = "replaced" if existing is not None else "installed"
-        if not request.dry_run:
-            _write_cron_d(path, cron_d_text(request.name, line))
+        wanted = cron_d_text(request.name, line)
+        action = "installed" if existing is None else "replaced"
+        if existing == wanted:
+            action = "unchanged"
+        elif not request.dry_run:
+            _write_cron_d(path, wanted)
         return Change(action, request.name, str(path), line, request.dry_run, when)
     with _crontab_lock(request.state_dir, request.dry_run):
         text = read_user_crontab()
         lines = (text or "").split("\n")
         found = _find(lines, request.name, False)
         if found:
-            action = "replaced"
+            action = "unchanged" if len(found) == 1 and lines[found[0]] == line else "replaced"
             lines[found[0]] = line
             for index in reversed(found[1:]):  # duplicates left by hand edits
                 del lines[index]
@@ -660,7 +663,7 @@ def install(request: InstallRequest) -> Change:
             if new_text and not new_text.endswith("\n"):
                 new_text += "\n"
             new_text += line + "\n"
-        if not request.dry_run:
+        if not request.dry_run and action != "unchanged":
             write_user_crontab(new_text)
     return Change(action, request.name, _user_where(), line, request.dry_run, when)
 
@@ -680,7 +683,7 @@ def _not_found(name: str, system: bool) -> SessionctlError:
 
 
 def change(name: str, action: str, state_dir: Path, system: bool, dry_run: bool) -> Change:
-    """`remove`, `enable` or `disable` the entry NAME; the others lines stay as they were."""
+    """`remove`, `enable` or `disable` the entry NAME; the other lines stay as they were."""
     check_name(name)
     if system:
         path = cron_d_file(name)
