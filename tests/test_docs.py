@@ -171,7 +171,8 @@ def test_man_page_files_and_examples_name_the_real_places():
     ):
         assert place in files, place
     examples = man_section(text, "EXAMPLES")
-    assert re.search(r"^\*/15 \* \* \* \* sessionctl cleanup ", examples, re.M)  # crontab
+    assert re.search(r"^\*/15 \* \* \* \* /\S+/sessionctl cleanup ", examples, re.M)  # crontab
+    assert "sessionctl schedule install " in examples
     assert "--all --yes" in examples and "--format json" in examples  # CI teardown
 
 
@@ -358,3 +359,60 @@ def test_fish_completion_offers_store_names(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert [line.split("\t")[0] for line in done.stdout.splitlines()] == ["web", "workers"]
+
+
+# --- the README ---------------------------------------------------------------------------------
+
+
+def readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert match, f"README has no section {title!r}"
+    return match.group(1)
+
+
+def table_rows(section: str) -> list[list[str]]:
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    return [[cell.strip().strip("`") for cell in row.strip("|").split("|")] for row in rows]
+
+
+def test_readme_presets_table_matches_sessionctl_presets():
+    from sessionctl.cli.presets import preset_rows
+
+    rows = table_rows(readme_section("Presets"))
+    assert rows[0][:9] == [
+        "preset",
+        "stores",
+        "table",
+        "id",
+        "created",
+        "last used",
+        "expires",
+        "group",
+        "defaults",
+    ]
+    expected = []
+    for preset in preset_rows():
+        fields = preset["fields"]
+        policy = " ".join(f"{k}={v}" for k, v in preset["policy"].items())
+        expected.append(
+            [preset["name"], ", ".join(preset["kinds"]), preset["table"] or "-"]
+            + [fields[role] or "-" for role in ("id", "created", "accessed", "expires", "group")]
+            + [policy or "-", preset["title"]]
+        )
+    assert rows[1:] == expected
+
+
+def test_readme_configuration_reference_names_every_setting():
+    from sessionctl.core.config import GLOBAL_SETTINGS, STORE_SETTINGS
+
+    keys = {row[0] for row in table_rows(readme_section("Configuration"))}
+    assert set(STORE_SETTINGS) | set(GLOBAL_SETTINGS) <= keys
+
+
+def test_readme_fills_every_section_of_this_work():
+    for title in ("Install", "A five-minute tour", "Presets", "Configuration", "Recipes", "Safety"):
+        section = readme_section(title)
+        assert "<!--" not in section and len(section) > 500, title
+    assert "pipx install ." in readme_section("Install")
+    assert "_SESSIONCTL_COMPLETE=source_bash sessionctl" in readme_section("Install")

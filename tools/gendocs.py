@@ -399,16 +399,17 @@ EXAMPLES = [
         ],
     ),
     (
-        "A crontab entry: every 15 minutes, silent on success, a log line and an exit status on "
+        "A crontab entry: every 15 minutes, silent on success, an exit status and a log on "
         "failure, never two runs at once (an overlapping run exits 4 and says nothing). "
-        "`sessionctl schedule install` writes such entries for you, with absolute paths, the "
-        "config file and the state folder pinned, and a log in STATE/schedule/NAME.log:",
+        "`sessionctl schedule install` writes such an entry for you, with the absolute path of "
+        "sessionctl, the config file and the state folder pinned, and the output going to "
+        "STATE/schedule/NAME.log. By hand (crontab -e), name sessionctl by its absolute path: "
+        "cron's PATH is short.",
         [
             "sessionctl schedule install web-expired --every 15m -- cleanup --expired --store web",
+            "sessionctl schedule list",
             "",
-            "# or by hand, with crontab -e:",
-            "*/15 * * * * sessionctl cleanup --store web --expired --quiet --jitter 1m \\",
-            "    >>/var/log/sessionctl.log 2>&1",
+            "*/15 * * * * /usr/local/bin/sessionctl cleanup --store web --expired --quiet",
         ],
     ),
     (
