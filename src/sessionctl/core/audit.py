@@ -166,6 +166,12 @@ def read_archive(path: Path) -> ArchiveContents:
             parsed.append(json.loads(line))
         except ValueError:
             truncated = True
+    if not parsed and truncated and not any(line.strip() for line in lines):
+        # A run killed between creating its archive and writing its first line leaves an
+        # empty archive (nothing was removed after that), not a foreign file.
+        start = b'{"sessionctl_archive"'
+        if start.startswith(buffer.strip()) or buffer.startswith(start):
+            return ArchiveContents(header={}, entries=[], truncated=True)
     if not parsed or not isinstance(parsed[0], dict) or "sessionctl_archive" not in parsed[0]:
         raise usage_error(f"{path} is not a sessionctl archive")
     return ArchiveContents(header=parsed[0], entries=parsed[1:], truncated=truncated)

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import store_error
@@ -42,11 +43,14 @@ def atomic_write(
     data: bytes,
     mode: int | None = None,
     like: os.stat_result | None = None,
-) -> None:
+    check: Callable[[], bool] | None = None,
+) -> bool:
     """Replace `path` with `data`: temp file in the same folder, fsync, rename, fsync folder.
 
     `mode` sets the permissions; `like` copies mode and (when allowed) owner of a file being
-    replaced, so an application's store keeps the permissions it had.
+    replaced, so an application's store keeps the permissions it had. `check`, when given, is
+    asked right before the rename, after the slow part (writing, fsync): if it says no (the
+    file changed meanwhile), nothing is replaced and the result is False.
     """
     folder = path.parent
     try:
@@ -65,14 +69,20 @@ def atomic_write(
                 os.chown(temp, like.st_uid, like.st_gid)
         elif mode is not None:
             os.chmod(temp, mode)
+        if check is not None and not check():
+            temp.unlink()
+            return False
         os.replace(temp, path)
-    except OSError as exc:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             temp.unlink()
+        if not isinstance(exc, OSError):
+            raise
         raise store_error(
             f"cannot write {path}: {os_error_text(exc)}", f"{path.name} is unchanged"
         ) from None
     fsync_dir(folder)
+    return True
 
 
 def fsync_dir(path: Path) -> None:

@@ -4,9 +4,11 @@ through a temp file and a rename, with the previous file kept as `.bak`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -232,25 +234,27 @@ class JsonFileStore(Store):
             raise RuntimeError("remove() before the store was read")
         archived: set = set()
         for _attempt in range(REWRITE_ATTEMPTS):
-            latest = self._read()
-            located = _locate(candidates, selected, latest)
-            outcome = RemoveOutcome()
-            outcome.changed = [c.key for c in candidates if c.key not in located]
-            doomed = [(c.key, located[c.key]) for c in candidates if c.key in located]
-            outcome.removed = [_record(key, latest.get(position)) for key, position in doomed]
-            fresh = [r for r in outcome.removed if r.key not in archived]
-            if fresh:
-                archive(fresh)
-                archived.update(r.key for r in fresh)
-            new_bytes = latest.dump(latest.without({position for _, position in doomed}))
-            if not self._unchanged_since(latest):
-                continue
-            atomic_write(self.backup_path, latest.raw, mode=PRIVATE_FILE)
-            if not self._unchanged_since(latest):
-                continue
-            atomic_write(self.path, new_bytes, like=self._stat)
-            self._document = Document(new_bytes, self.path)
-            return outcome
+            with self._latest() as (latest, unchanged):
+                located = _locate(candidates, selected, latest)
+                outcome = RemoveOutcome()
+                outcome.changed = [c.key for c in candidates if c.key not in located]
+                doomed = [(c.key, located[c.key]) for c in candidates if c.key in located]
+                outcome.removed = [_record(key, latest.get(position)) for key, position in doomed]
+                fresh = [r for r in outcome.removed if r.key not in archived]
+                if fresh:
+                    archive(fresh)
+                    archived.update(r.key for r in fresh)
+                new_bytes = latest.dump(latest.without({position for _, position in doomed}))
+                # Each write checks, after its fsync and right before its rename, that the
+                # file is still the one read: an application write in between is never lost.
+                if not atomic_write(
+                    self.backup_path, latest.raw, mode=PRIVATE_FILE, check=unchanged
+                ):
+                    continue
+                if not atomic_write(self.path, new_bytes, like=self._stat, check=unchanged):
+                    continue
+                self._document = Document(new_bytes, self.path)
+                return outcome
         raise busy_error(
             f"{self.path} kept changing while sessionctl tried to rewrite it; nothing was removed",
             "try again when the application is quieter",
@@ -260,44 +264,87 @@ class JsonFileStore(Store):
     def backup_path(self) -> Path:
         return self.path.with_name(self.path.name + ".bak")
 
-    def _unchanged_since(self, document: Document) -> bool:
+    @contextlib.contextmanager
+    def _latest(self) -> Iterator[tuple[Document, Callable[[], bool]]]:
+        """The file as it is now, and a check that the path still holds exactly that file.
+
+        The check is quick (it runs between a write's fsync and its rename): the bytes read
+        again through the descriptor kept open, then the identity of whatever the path names
+        now. The open descriptor keeps the file's inode number from being reused meanwhile.
+        """
+        require_exists(self.path, "JSON store")
+        if not self.path.is_file():
+            raise store_error(f"{self.path} is not a regular file", "for a folder use jsondir:")
         try:
-            return self.path.read_bytes() == document.raw
-        except OSError:
-            return False
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            raise store_error(f"cannot read {self.path}: {os_error_text(exc)}") from None
+        try:
+            try:
+                info = os.fstat(fd)
+                chunks = []
+                while chunk := os.read(fd, 1 << 20):
+                    chunks.append(chunk)
+            except OSError as exc:
+                raise store_error(f"cannot read {self.path}: {os_error_text(exc)}") from None
+            document = Document(b"".join(chunks), self.path)
+            self._stat = info
+
+            def unchanged() -> bool:
+                try:
+                    same_bytes = os.pread(fd, len(document.raw) + 1, 0) == document.raw
+                    return same_bytes and _identity(os.stat(self.path)) == _identity(info)
+                except OSError:
+                    return False
+
+            yield document, unchanged
+        finally:
+            os.close(fd)
 
     def insert(self, entries: list[dict], id_path: str | None) -> tuple[int, int]:
         for _attempt in range(REWRITE_ATTEMPTS):
-            document = self._read()
-            existing_ids = set()
-            existing_keys = set()
-            for key, item in document.items():
-                existing_keys.add(str(key))
-                if isinstance(item, dict) and id_path:
-                    existing_ids.add(str(lookup(item, id_path, key)))
-            added = []
-            skipped = 0
-            for entry in entries:
-                session_id = entry.get("id")
-                key = entry.get("key")
-                keyed = not isinstance(document.container, list)
-                if (session_id is not None and str(session_id) in existing_ids) or (
-                    keyed and str(key) in existing_keys
-                ):
-                    skipped += 1
-                    continue
-                added.append((key, entry.get("record")))
-                existing_ids.add(str(session_id))
-                existing_keys.add(str(key))
-            if not added:
-                return 0, skipped
-            new_bytes = document.dump(document.with_added(added))
-            if not self._unchanged_since(document):
-                continue
-            atomic_write(self.backup_path, document.raw, mode=PRIVATE_FILE)
-            atomic_write(self.path, new_bytes, like=self._stat)
-            return len(added), skipped
+            with self._latest() as (document, unchanged):
+                restored = self._insert_into(document, unchanged, entries, id_path)
+            if restored is not None:
+                return restored
         raise busy_error(f"{self.path} kept changing; nothing was restored", "try again")
+
+    def _insert_into(
+        self, document: Document, unchanged: Callable[[], bool], entries: list, id_path
+    ) -> tuple[int, int] | None:
+        """One attempt of `insert`: None if the file changed under it."""
+        existing_ids = set()
+        existing_keys = set()
+        for key, item in document.items():
+            existing_keys.add(str(key))
+            if isinstance(item, dict) and id_path:
+                existing_ids.add(str(lookup(item, id_path, key)))
+        added = []
+        skipped = 0
+        for entry in entries:
+            session_id = entry.get("id")
+            key = entry.get("key")
+            keyed = not isinstance(document.container, list)
+            if (session_id is not None and str(session_id) in existing_ids) or (
+                keyed and str(key) in existing_keys
+            ):
+                skipped += 1
+                continue
+            added.append((key, entry.get("record")))
+            existing_ids.add(str(session_id))
+            existing_keys.add(str(key))
+        if not added:
+            return 0, skipped
+        new_bytes = document.dump(document.with_added(added))
+        if not atomic_write(self.backup_path, document.raw, mode=PRIVATE_FILE, check=unchanged):
+            return None
+        if not atomic_write(self.path, new_bytes, like=self._stat, check=unchanged):
+            return None
+        return len(added), skipped
+
+
+def _identity(info: os.stat_result) -> tuple:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def _locate(candidates: list[Candidate], selected: Document, latest: Document) -> dict[Any, Any]:
