@@ -269,12 +269,12 @@ def synopsis_line(path: tuple[str, ...], command, ctx) -> list[str]:
 
 # --- fixed sections ---------------------------------------------------------------------------
 
-NAME_LINE = "look after application session stores: list, inspect, validate, stats, cleanup"
+NAME_LINE = "look after application session stores: list, validate, stats, cleanup, schedule"
 
 DESCRIPTION = """\
 sessionctl is the one command an operator needs to look after an application's session store:
 see what is in it, find what is broken, remove what has expired, and have that happen from cron
-without a daemon.
+without a daemon: `sessionctl schedule` writes the crontab entries.
 
 A store is a JSON file (an array of sessions, an object keyed by id, or an object wrapping
 either), a folder of one JSON file per session, or a table of a SQLite database. It is chosen
