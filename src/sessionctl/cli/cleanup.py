@@ -274,6 +274,8 @@ def cleanup_command(
         say("aborted: nothing was removed")
     if result.error and not (quiet and result.error_code == ExitCode.BUSY):
         say(result.error)
+    if result.warning:
+        say(f"warning: {result.warning}")
     if result.exit_code:
         raise typer.Exit(int(result.exit_code))
 

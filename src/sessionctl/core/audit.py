@@ -77,7 +77,9 @@ class ArchiveWriter:
         self._gzip: gzip.GzipFile | None = None
 
     def _open(self) -> None:
-        ensure_private_dir(self.path.parent)
+        # Folders made here are 0700; an existing one may be the operator's (--archive
+        # /tmp/x.ndjson.gz) and keeps its mode: the archive itself is 0600 from birth.
+        ensure_private_dir(self.path.parent, tighten=False)
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
         except FileExistsError:
@@ -90,7 +92,13 @@ class ArchiveWriter:
                 "nothing was removed",
             ) from None
         self._raw = os.fdopen(fd, "wb")
-        self._gzip = gzip.GzipFile(fileobj=self._raw, mode="wb", filename="")
+        try:
+            self._gzip = gzip.GzipFile(fileobj=self._raw, mode="wb", filename="")
+        except OSError as exc:
+            self._raw.close()
+            raise store_error(
+                f"cannot write archive {self.path}: {os_error_text(exc)}", "nothing was removed"
+            ) from None
         self._write_lines([{"sessionctl_archive": ARCHIVE_FORMAT, **self.header}])
 
     def write(self, entries: list[dict]) -> None:

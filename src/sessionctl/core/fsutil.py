@@ -25,13 +25,30 @@ def os_error_text(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def ensure_private_dir(path: Path) -> Path:
-    """Create `path` (and parents) with mode 0700 for the folders sessionctl owns."""
+def ensure_private_dir(path: Path, tighten: bool = True) -> Path:
+    """Create `path` and any missing parents, each with mode 0700 whatever the umask.
+
+    An existing `path` is tightened to 0700 when `tighten` (sessionctl's own folders: the state
+    folder and what is in it). A folder the operator chose, such as the one of
+    `--archive /backup/x.ndjson.gz`, keeps its mode: it may be shared (it may be /tmp), and the
+    files sessionctl puts there are 0600 anyway.
+    """
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
-        # mkdir's mode is filtered by the umask and ignored for existing folders.
+        missing = []
+        current = path
+        while not os.path.lexists(current) and current.parent != current:
+            missing.append(current)
+            current = current.parent
+        for folder in reversed(missing):
+            try:
+                folder.mkdir(mode=PRIVATE_DIR)
+            except FileExistsError:
+                continue  # made meanwhile by someone else: not ours to change
+            os.chmod(folder, PRIVATE_DIR)  # mkdir's mode is filtered by the umask
+        if not path.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
         info = path.stat()
-        if info.st_mode & 0o777 != PRIVATE_DIR and info.st_uid == os.getuid():
+        if tighten and info.st_mode & 0o777 != PRIVATE_DIR and info.st_uid == os.getuid():
             os.chmod(path, PRIVATE_DIR)
     except OSError as exc:
         raise store_error(f"cannot create folder {path}: {os_error_text(exc)}") from None

@@ -6,6 +6,7 @@ stale lock behind. The file records who holds it, for the message the second run
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -14,8 +15,8 @@ import socket
 import time
 from pathlib import Path
 
-from .errors import busy_error
-from .fsutil import ensure_private_dir
+from .errors import busy_error, store_error
+from .fsutil import ensure_private_dir, os_error_text
 
 
 def lock_path(state_dir: Path, identity: str) -> Path:
@@ -32,7 +33,12 @@ class StoreLock:
 
     def acquire(self) -> StoreLock:
         ensure_private_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise store_error(
+                f"cannot create lock file {self.path}: {os_error_text(exc)}", "nothing was changed"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -42,24 +48,29 @@ class StoreLock:
                 f"another cleanup of {self.label} is running ({holder})",
                 "nothing was changed; it will be done by that run",
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(
-            fd,
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "store": self.identity,
-                }
-            ).encode(),
-        )
+        except OSError as exc:
+            os.close(fd)
+            raise store_error(
+                f"cannot lock {self.path}: {os_error_text(exc)}", "nothing was changed"
+            ) from None
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "store": self.identity,
+        }
+        # Who holds the lock is only for the message a second run prints: a full disk must
+        # not stop the cleanup (the flock is what counts).
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(holder).encode())
         self._fd = fd
         return self
 
     def release(self) -> None:
         if self._fd is not None:
-            os.ftruncate(self._fd, 0)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 

@@ -162,7 +162,18 @@ class JsonDirStore(Store):
                 found[candidate.key] = _decode(candidate.key, read[0])
         return found
 
+    def _check_writable(self) -> None:
+        """Before anything is archived: files leave a folder we may not write (or that was made
+        read-only, chmod a-w) one by one with "permission denied": say it once instead."""
+        info = require_exists(self.path, "session folder")
+        if not info.st_mode & 0o222 or not os.access(self.path, os.W_OK | os.X_OK):
+            raise store_error(
+                f"{self.path} is read-only for this user (mode {info.st_mode & 0o7777:04o})",
+                "sessions are removed by renaming and unlinking files in it",
+            )
+
     def remove(self, candidates: list[Candidate], archive: ArchiveFn) -> RemoveOutcome:
+        self._check_writable()
         outcome = RemoveOutcome()
         unchanged = self.current(candidates)
         outcome.changed = [c.key for c in candidates if c.key not in unchanged]
@@ -221,6 +232,7 @@ class JsonDirStore(Store):
         return restored
 
     def insert(self, entries: list[dict], id_path: str | None) -> tuple[int, int]:
+        self._check_writable()
         existing_ids = set()
         if id_path and id_path != "$key":
             for record in self.iter_records():

@@ -232,6 +232,7 @@ class JsonFileStore(Store):
         selected = self._document
         if selected is None:
             raise RuntimeError("remove() before the store was read")
+        self._check_writable()
         archived: set = set()
         for _attempt in range(REWRITE_ATTEMPTS):
             with self._latest() as (latest, unchanged):
@@ -301,7 +302,23 @@ class JsonFileStore(Store):
         finally:
             os.close(fd)
 
+    def _check_writable(self) -> None:
+        """Before anything is archived: a store made read-only (chmod a-w, even for root, as
+        `rm` asks first) or one whose folder cannot take the temp file is left as it is."""
+        info = require_exists(self.path, "JSON store")
+        if not info.st_mode & 0o222 or not os.access(self.path, os.W_OK):
+            raise store_error(
+                f"{self.path} is read-only (mode {info.st_mode & 0o7777:04o}); nothing was changed",
+                "make it writable to clean it up",
+            )
+        if not os.access(self.path.parent, os.W_OK | os.X_OK):
+            raise store_error(
+                f"cannot write in {self.path.parent}: permission denied or read-only "
+                f"(the new {self.path.name} is written beside it); nothing was changed"
+            )
+
     def insert(self, entries: list[dict], id_path: str | None) -> tuple[int, int]:
+        self._check_writable()
         for _attempt in range(REWRITE_ATTEMPTS):
             with self._latest() as (document, unchanged):
                 restored = self._insert_into(document, unchanged, entries, id_path)

@@ -101,6 +101,8 @@ class CleanupResult:
     aborted: bool = False
     error: str | None = None
     error_code: ExitCode | None = None
+    #: The run's own bookkeeping failed (the audit log): worth a line, changes no outcome.
+    warning: str | None = None
 
     @property
     def outcome(self) -> str:
@@ -421,6 +423,9 @@ def cleanup(
         result.duration_s = time.monotonic() - started
         try:
             _audit(ctx, options, result)
+        except SessionctlError as exc:
+            # What was removed is removed (and archived): report it rather than the log.
+            result.warning = exc.one_line()
         finally:
             if lock is not None:
                 lock.release()
