@@ -206,6 +206,18 @@ class Mapper:
             role: split_path(path) for role, path in mapping.fields.items() if path is not None
         }
 
+    def id_of(self, record: Record) -> str | None:
+        """Just the session id, as `session()` would read it (for hot paths that need no more)."""
+        path = self._paths.get("id")
+        if path is None:
+            return None
+        if record.data is None:
+            return str(record.key) if path == (KEY_PATH,) else None
+        value = resolve(record.data, path, record.key)
+        if value is _MISSING or value is None or isinstance(value, (dict, list)):
+            return None
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
     def session(self, record: Record) -> Session:
         session = Session(id=None, key=record.key, record=record)
         data = record.data

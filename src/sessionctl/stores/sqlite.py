@@ -87,6 +87,9 @@ class SqliteStore(Store):
             raise
         except sqlite3.OperationalError as exc:
             text = str(exc)
+            if text.startswith("Could not decode to UTF-8"):
+                # sqlite3 quotes the undecodable value, which may well be a token: never echo it.
+                text = text.split(" with text ")[0] + " (the text is not valid UTF-8)"
             if "locked" in text or "busy" in text:
                 raise busy_error(
                     f"{self.path} is locked by another process (waited {self.busy_timeout:g}s)",
@@ -103,6 +106,12 @@ class SqliteStore(Store):
     def _writer_conn(self) -> sqlite3.Connection:
         if self._writer is None:
             self._writer = self._connect("rw")
+            with self.translate_errors("write"):
+                if self._writer.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                    # In WAL mode NORMAL cannot corrupt the database; a power cut may undo the
+                    # last batches, whose sessions are in the archive and go again next run.
+                    # It spares one fsync per batch, which is most of a small batch's cost.
+                    self._writer.execute("PRAGMA synchronous = NORMAL")
         return self._writer
 
     def close(self) -> None:
@@ -320,8 +329,6 @@ class SqliteStore(Store):
     def remove(self, candidates: list[Candidate], archive: ArchiveFn) -> RemoveOutcome:
         outcome = RemoveOutcome()
         conn = self._writer_conn()
-        key = quote_identifier(self.key_column) if self.key_column != "rowid" else "rowid"
-        table = quote_identifier(self.table)
         with self.translate_errors("write"):
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -336,28 +343,38 @@ class SqliteStore(Store):
                 if doomed:
                     self._attach_children(conn, doomed)
                     archive(doomed)
-                    try:
-                        for chunk in _chunks([r.key for r in doomed]):
-                            marks = ",".join("?" * len(chunk))
-                            conn.execute(f"DELETE FROM {table} WHERE {key} IN ({marks})", chunk)
-                        outcome.removed = doomed
-                    except sqlite3.IntegrityError:
-                        # A foreign key without CASCADE refuses some rows: go one by one so
-                        # the others still go.
-                        conn.execute("ROLLBACK")
-                        conn.execute("BEGIN IMMEDIATE")
-                        for row in doomed:
-                            try:
-                                conn.execute(f"DELETE FROM {table} WHERE {key} = ?", (row.key,))
-                                outcome.removed.append(row)
-                            except sqlite3.IntegrityError as exc:
-                                outcome.failed[row.key] = f"database refused: {exc}"
+                    outcome.failed = self.delete_keys(conn, [r.key for r in doomed])
+                    outcome.removed = [r for r in doomed if r.key not in outcome.failed]
                 conn.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise
         return outcome
+
+    def delete_keys(self, conn: sqlite3.Connection, keys: list) -> dict:
+        """DELETE rows by key inside the caller's transaction; {key: error} for refused ones."""
+        key = quote_identifier(self.key_column) if self.key_column != "rowid" else "rowid"
+        table = quote_identifier(self.table)
+        # A savepoint, so that a refusal undoes only this statement, not the transaction.
+        conn.execute("SAVEPOINT sessionctl_delete")
+        try:
+            for chunk in _chunks(keys):
+                marks = ",".join("?" * len(chunk))
+                conn.execute(f"DELETE FROM {table} WHERE {key} IN ({marks})", chunk)
+            conn.execute("RELEASE sessionctl_delete")
+            return {}
+        except sqlite3.IntegrityError:
+            conn.execute("ROLLBACK TO sessionctl_delete")
+            conn.execute("RELEASE sessionctl_delete")
+        # A foreign key without CASCADE refuses some rows: go one by one so the others go.
+        failed = {}
+        for value in keys:
+            try:
+                conn.execute(f"DELETE FROM {table} WHERE {key} = ?", (value,))
+            except sqlite3.IntegrityError as exc:
+                failed[value] = f"database refused: {exc}"
+        return failed
 
     def _attach_children(self, conn: sqlite3.Connection, rows: list[Record]) -> None:
         for child_table, child_column, parent_column in self._children:

@@ -14,6 +14,8 @@ arithmetic as the Python judge so that floats round the same way.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -23,12 +25,19 @@ from ..core.model import AGE_BUCKETS, Record
 from ..core.policy import Policy
 from ..core.timeparse import UTC
 
+_DATE_TIME = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
+#: `YYYY-MM-DD HH:MM:SS[.f{1,6}]`: one GLOB for the row's length (cheaper than a GLOB plus
+#: substr checks), then a round trip through a date modifier, because SQLite's date functions
+#: accept 2026-02-30 and 24:00:00 and the modifier normalises them away.
 TEXT_TIME = (
-    "{x} GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]*'"
-    " AND (length({x}) = 19 OR (length({x}) BETWEEN 21 AND 26 AND substr({x}, 20, 1) = '.'"
-    " AND substr({x}, 21) NOT GLOB '*[^0-9]*'))"
-    # SQLite's date functions accept 2026-02-30 and 24:00:00; a round trip through a
-    # modifier normalises those, so only real dates and times compare equal.
+    "(CASE length({x}) WHEN 19 THEN {x} GLOB '"
+    + _DATE_TIME
+    + "'"
+    + "".join(
+        f" WHEN {19 + 1 + digits} THEN {{x}} GLOB '{_DATE_TIME}.{'[0-9]' * digits}'"
+        for digits in range(1, 7)
+    )
+    + " ELSE 0 END)"
     " AND datetime(substr({x}, 1, 19), '+0 seconds') = substr({x}, 1, 19)"
 )
 NUMERIC_TIME = "typeof({x}) IN ('integer', 'real') AND {x} >= 0 AND {x} < 1e17"
@@ -52,6 +61,8 @@ class CompiledJudge:
 
     #: Per-row values the inner query computes: alias -> expression.
     computed: dict[str, str]
+    #: Over the inner query: 1 when SQL judges the row exactly, 0 when Python must.
+    decided: str
     #: Reason code -> expression counting that reason for a row, over the inner query.
     reasons: dict[str, str]
     expired_codes: list[str]
@@ -60,6 +71,8 @@ class CompiledJudge:
     group_column: str | None
     #: Rowids whose id an earlier row already has (None when the store keeps ids unique).
     duplicates: str | None
+    #: The table's own columns the expressions read (so inner queries carry only those).
+    columns_used: list[str] = field(default_factory=list)
     params: dict = field(default_factory=dict)
 
     def any_of(self, codes: list[str]) -> str:
@@ -81,11 +94,16 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
         if path not in ROLES and "." in path:
             return None, f"a rule on {path!r} reaches inside a column"
 
+    used: dict[str, None] = {}
+
     def column(path: str | None) -> str | None:
         """A role's column; "NULL" when the path names no column (the value is absent)."""
         if path is None:
             return None
-        return quote(path) if path in columns else "NULL"
+        if path not in columns:
+            return "NULL"
+        used[quote(path)] = None
+        return quote(path)
 
     utc = tz is UTC or getattr(tz, "key", None) == "UTC"
     computed: dict[str, str] = {}
@@ -97,22 +115,21 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
             times[role] = None
             continue
         text_epoch = ""
-        text_check = ""
         if utc:
             text_epoch = (
                 f" WHEN typeof({x}) = 'text' AND {TEXT_TIME.format(x=x)} THEN"
-                f" CAST(strftime('%s', substr({x}, 1, 19)) AS INTEGER) + CASE WHEN"
+                f" CAST(strftime('%s', {x}) AS INTEGER) + CASE WHEN"
                 f" length({x}) > 19 THEN CAST('0' || substr({x}, 20) AS REAL) ELSE 0 END"
             )
-            text_check = f" OR (typeof({x}) = 'text' AND {TEXT_TIME.format(x=x)})"
         computed[alias] = (
             f"CASE WHEN {NUMERIC_TIME.format(x=x)} THEN CASE WHEN {x} >= 1e14 THEN {x} / 1e6"
             f" WHEN {x} >= 1e11 THEN {x} / 1e3 ELSE {x} * 1.0 END{text_epoch} END"
         )
-        checks.append(f"({x} IS NULL OR ({NUMERIC_TIME.format(x=x)}){text_check})")
+        # The value is NULL exactly when the column is NULL or SQL cannot read it: checked in
+        # the outer query, so each row's text is validated once.
+        checks.append(f"({x} IS NULL OR {alias} IS NOT NULL)")
         times[role] = alias
-    # IFNULL: a failed date round trip is NULL, and NOT NULL would hide the row from both paths.
-    computed["_d"] = "IFNULL(" + " AND ".join(checks) + ", 0)" if checks else "1"
+    decided = "(" + " AND ".join(checks) + ")" if checks else "1"
     created, accessed, expires = times["created"], times["accessed"], times["expires"]
 
     reasons: dict[str, str] = {}
@@ -196,12 +213,14 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
     return (
         CompiledJudge(
             computed=computed,
+            decided=decided,
             reasons=reasons,
             expired_codes=expired_codes,
             invalid_codes=[code for code in invalid_order if code in reasons],
             id_column=None if id_column in (None, "NULL") else id_column,
             group_column=None if group in (None, "NULL") else group,
             duplicates=duplicates,
+            columns_used=list(used),
             params={
                 "now": now,
                 "ahead": now + policy.skew,
@@ -224,25 +243,25 @@ class SqlitePushdown:
         self.table = quote(store.table)
         if compiled.duplicates:
             # A temp table on the read connection: the application's database is not touched.
-            self.store.query(
-                f"CREATE TEMP TABLE IF NOT EXISTS {DUPLICATES_TABLE.split('.')[1]}"
-                "(k INTEGER PRIMARY KEY)"
-            )
-            self.store.query(f"DELETE FROM {DUPLICATES_TABLE}")
-            self.store.query(f"INSERT INTO {DUPLICATES_TABLE} {compiled.duplicates}")
+            with store.translate_errors("read"):
+                self._fill_duplicates(store._reader)
         self.duplicate_keys = (
             {k for (k,) in store.query(f"SELECT k FROM {DUPLICATES_TABLE}")}
             if compiled.duplicates
             else set()
         )
 
-    def _inner(self, where: str = "", extra: str = "") -> str:
-        computed = ", ".join(f"{sql} AS {alias}" for alias, sql in self.compiled.computed.items())
+    def _inner(self, where: str = "", whole_rows: bool = False) -> str:
+        """Each row once, in rowid order, with its computed values and the columns needed
+        (all of them when the rows themselves are wanted)."""
+        parts = ["rowid AS _k"]
+        parts += [f"{sql} AS {alias}" for alias, sql in self.compiled.computed.items()]
+        parts += ["*"] if whole_rows else self.compiled.columns_used
         # LIMIT -1 keeps SQLite from flattening the subquery into the outer one, which would
         # repeat each per-row expression everywhere it is used.
         return (
-            f"SELECT rowid AS _k, {computed}{extra}, * FROM {self.table} NOT INDEXED"
-            f"{where} ORDER BY rowid LIMIT -1"
+            f"SELECT {', '.join(parts)} FROM {self.table} NOT INDEXED{where}"
+            " ORDER BY rowid LIMIT -1"
         )
 
     def _run(self, sql: str, params: dict | None = None) -> list[tuple]:
@@ -267,7 +286,7 @@ class SqlitePushdown:
         born = f"COALESCE({', '.join(dated)}, NULL)" if dated else "NULL"
         buckets = []
         previous = None
-        for _, bound in AGE_BUCKETS:
+        for _, bound in AGE_BUCKETS if dated else []:  # nothing to bucket without a time
             condition = f"(:now - {born}) < {bound!r}" if bound != float("inf") else "1"
             if previous is not None:
                 condition += f" AND NOT ((:now - {born}) < {previous!r})"
@@ -280,12 +299,12 @@ class SqlitePushdown:
             f" SUM(CASE WHEN {born} IS NULL THEN 1 ELSE 0 END)"
             + "".join(f", SUM({c.reasons[code]})" for code in codes)
             + "".join(f", {b}" for b in buckets)
-            + f" FROM ({self._inner()}) WHERE _d"
+            + f" FROM ({self._inner()}) WHERE {c.decided}"
         )
         row = self._run(sql)[0]
         n, n_expired, n_invalid, n_active, undated = (v or 0 for v in row[:5])
         by_reason = {code: row[5 + i] or 0 for i, code in enumerate(codes)}
-        histogram = [v or 0 for v in row[5 + len(codes) :]]
+        histogram = [v or 0 for v in row[5 + len(codes) :]] or [0] * len(AGE_BUCKETS)
         result = {
             "decided": n,
             "expired": n_expired,
@@ -306,7 +325,7 @@ class SqlitePushdown:
             return None
         id_column = self.compiled.id_column or "NULL"
         rows = self._run(
-            f"SELECT {alias}, {id_column} FROM ({self._inner()}) WHERE _d AND {alias} IS NOT NULL"
+            f"SELECT {alias}, {id_column} FROM ({self._inner()}) WHERE {alias} IS NOT NULL"
             f" ORDER BY {alias} {direction}, _k ASC LIMIT 1"
         )
         if not rows:
@@ -333,9 +352,75 @@ class SqlitePushdown:
             "groups_over_cap": over,
         }
 
+    def delete_decided(
+        self, codes: list[str], everything: bool, batch: int, archive=None
+    ) -> Iterator[tuple[list[tuple], dict]]:
+        """Delete the decidable rows to remove, batch by batch, each batch one transaction in
+        which the rows are chosen, archived (when `archive` is given) and deleted.
+
+        Choosing inside the write transaction means a row the application touched a moment
+        ago is judged as it is now. Yields ([(key, id, codes)] removed, {key: error} refused)
+        per batch. Undecidable rows are not touched: see `undecidable()`.
+        """
+        c = self.compiled
+        store = self.store
+        flagged = [code for code in codes if code in c.reasons]
+        wanted = "1" if everything else c.any_of(flagged)
+        prefix = ["all"] if everything else []
+        flags = "".join(f", ({c.reasons[code]}) > 0" for code in flagged)
+        conn = store._writer_conn()
+        if c.duplicates:
+            self._fill_duplicates(conn)
+        last = None
+        while True:
+            where = " WHERE rowid > :last" if last is not None else ""
+            sql = (
+                f"SELECT _k, {c.id_column or 'NULL'}{flags} FROM ({self._inner(where)})"
+                f" WHERE {c.decided} AND ({wanted}) LIMIT {int(batch)}"
+            )
+            params = {**c.params, "last": last}
+            params = {k: v for k, v in params.items() if f":{k}" in sql}
+            with store.translate_errors("write"):
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    picked = conn.execute(sql, params).fetchall()
+                    keys = [row[0] for row in picked]
+                    reasons = {
+                        row[0]: prefix + [code for code, on in zip(flagged, row[2:]) if on]
+                        for row in picked
+                    }
+                    if keys and archive is not None:
+                        rows = list(store._fetch(conn, keys).values())
+                        store._attach_children(conn, rows)
+                        archive(rows, reasons)
+                    failed = store.delete_keys(conn, keys) if keys else {}
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise
+            if not picked:
+                return
+            removed = [
+                (row[0], None if row[1] is None else _as_id(row[1]), reasons[row[0]])
+                for row in picked
+                if row[0] not in failed
+            ]
+            yield removed, failed
+            if len(picked) < batch:
+                return
+            last = keys[-1]
+
+    def _fill_duplicates(self, conn) -> None:
+        """The duplicate-id rowids as a temp table of `conn` (temp tables are per connection)."""
+        name = DUPLICATES_TABLE.split(".")[1]
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name}(k INTEGER PRIMARY KEY)")
+        conn.execute(f"DELETE FROM {DUPLICATES_TABLE}")
+        conn.execute(f"INSERT INTO {DUPLICATES_TABLE} {self.compiled.duplicates}")
+
     def undecidable(self) -> Iterator[Record]:
         """Rows SQL cannot judge exactly; the caller judges them in Python."""
-        yield from self._pages("NOT _d", [])
+        yield from self._pages(f"NOT {self.compiled.decided}", [])
 
     def select(self, codes: list[str], everything: bool) -> Iterator[tuple[Record, list | None]]:
         """(record, reason codes) for every decidable row to remove, in rowid order, and
@@ -344,7 +429,8 @@ class SqlitePushdown:
         flagged = [code for code in codes if code in c.reasons]
         wanted = "1" if everything else c.any_of(flagged)
         prefix = ["all"] if everything else []
-        for record, flags in self._pages(f"({wanted}) OR NOT _d", flagged, with_decided=True):
+        condition = f"({wanted}) OR NOT {c.decided}"
+        for record, flags in self._pages(condition, flagged, with_decided=True):
             if flags is None:
                 yield record, None
             else:
@@ -358,8 +444,8 @@ class SqlitePushdown:
         last = None
         while True:
             where = " WHERE rowid > :last" if last is not None else ""
-            inner = self._inner(where)
-            sql = f"SELECT _k, _d{flags}, * FROM ({inner}) WHERE {condition} LIMIT {PAGE}"
+            inner = self._inner(where, whole_rows=True)
+            sql = f"SELECT _k, {c.decided}{flags}, * FROM ({inner}) WHERE {condition} LIMIT {PAGE}"
             rows = self._run(sql, {"last": last})
             width = len(c.computed) + 1  # _k and the computed values precede the row's own
             for row in rows:

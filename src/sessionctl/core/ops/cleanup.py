@@ -275,15 +275,36 @@ class _Remover:
         if self.options.pause:
             time.sleep(self.options.pause)
 
-    def _archive_records(self, records: list[Record]) -> None:
+    def _archive_records(self, records: list[Record], reasons: dict | None = None) -> None:
         if self.archive is None:
             return
-        entries = []
-        for record in records:
-            session_id = self.ctx.mapper.session(record).id
-            entries.append(archive_entry(record, session_id, self.reasons.get(record.key, [])))
+        reasons = self.reasons if reasons is None else reasons
+        id_of = self.ctx.mapper.id_of
+        entries = [archive_entry(r, id_of(r), reasons.get(r.key, [])) for r in records]
         self.archive.write(entries)
         self.result.archive = str(self.archive.path)
+
+    def delete_in_store(self, plan, options: CleanupOptions) -> None:
+        """The store chooses, archives and deletes what it can judge itself, batch by batch."""
+        result = self.result
+        codes = plan.reason_codes(expired=options.expired, invalid=options.invalid)
+        archive = self._archive_records if self.archive is not None else None
+        for removed, failed in plan.delete_decided(
+            codes, options.everything, options.batch_size, archive
+        ):
+            for key, session_id, reasons in removed:
+                _note_selected(result, session_id, key, reasons)
+                result.deleted += 1
+                if len(result.removed_ids) < AUDIT_ID_LIMIT:
+                    result.removed_ids.append(session_id or str(key))
+            for key, error in failed.items():
+                _note_selected(result, None, key, [])
+                result.failed += 1
+                result.errors.append({"sessionId": str(key), "error": error})
+            if self.progress:
+                self.progress(result.deleted, result.deleted)
+            if options.pause:
+                time.sleep(options.pause)
 
     def _run_hooks(self, batch: list[Candidate]) -> list[Candidate]:
         ctx, result, options = self.ctx, self.result, self.options
@@ -384,9 +405,15 @@ def cleanup(
         fingerprint = ctx.store.fingerprint
         plan = None if options.has_caps else ctx.pushdown()
         rows_before = plan.total() if plan else 0
-        examined = (
-            _pushed_choices(ctx, plan, selection) if plan else _judged_choices(ctx, selection)
-        )
+        if plan is not None and streaming and not options.hook:
+            # Fast path: the store chooses and deletes in SQL; Python judges only the rows
+            # SQL cannot read exactly.
+            remover.delete_in_store(plan, options)
+            examined = _undecidable_choices(ctx, plan, selection)
+        elif plan is not None:
+            examined = _pushed_choices(ctx, plan, selection)
+        else:
+            examined = _judged_choices(ctx, selection)
         for record, session_id, codes, session in examined:
             result.total += 1
             if codes or options.has_caps:
@@ -445,15 +472,30 @@ def _pushed_choices(ctx: StoreContext, plan, selection: _Selection):
     duplicates = plan.duplicate_keys
     id_path = ctx.mapping.path("id")
     for record, flags in plan.select(codes, options.everything):
+        if flags is not None:  # decided by the store: only the id is needed
+            yield record, ctx.mapper.id_of(record), flags, None
+            continue
         session = ctx.mapper.session(record)
-        if flags is None:
-            verdict = ctx.judge.verdict(session, ctx.now)
-            if record.key in duplicates:
-                verdict.invalid.append(
-                    Reason(model.DUPLICATE_ID, "an earlier record has the same id", id_path)
-                )
-            flags = selection.reasons(verdict)
-        yield record, session.id, flags, session
+        verdict = ctx.judge.verdict(session, ctx.now)
+        if record.key in duplicates:
+            verdict.invalid.append(
+                Reason(model.DUPLICATE_ID, "an earlier record has the same id", id_path)
+            )
+        yield record, session.id, selection.reasons(verdict), session
+
+
+def _undecidable_choices(ctx: StoreContext, plan, selection: _Selection):
+    """The rows the store left to Python, judged here."""
+    duplicates = plan.duplicate_keys
+    id_path = ctx.mapping.path("id")
+    for record in plan.undecidable():
+        session = ctx.mapper.session(record)
+        verdict = ctx.judge.verdict(session, ctx.now)
+        if record.key in duplicates:
+            verdict.invalid.append(
+                Reason(model.DUPLICATE_ID, "an earlier record has the same id", id_path)
+            )
+        yield record, session.id, selection.reasons(verdict), session
 
 
 def _note_selected(result: CleanupResult, session_id, key, codes: list[str]) -> None:
