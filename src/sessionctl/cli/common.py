@@ -53,9 +53,18 @@ def current_state() -> AppState:
 # --- messages and errors ---------------------------------------------------------------------
 
 
+#: Control characters in quoted ids and paths, shown escaped: a diagnostic stays one line, and
+#: a session id cannot move the operator's cursor or recolour the terminal.
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)} | {
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+}
+
+
 def say(message: str) -> None:
-    """A diagnostic for the operator: stderr, never stdout."""
-    typer.echo(f"{PROG}: {message}", err=True)
+    """A diagnostic for the operator: stderr, never stdout, one line whatever it quotes."""
+    typer.echo(f"{PROG}: {message.translate(_CONTROL)}", err=True)
 
 
 def fail(message: str, code: int = ExitCode.USAGE) -> NoReturn:
@@ -73,7 +82,7 @@ def handle_errors(function: Callable) -> Callable:
         except SessionctlError as exc:
             fail(exc.one_line(), exc.code)
         except KeyboardInterrupt:
-            fail("interrupted", 130)
+            fail("interrupted", ExitCode.INTERRUPTED)
         except BrokenPipeError:
             # The reader went away (`| head`): stop quietly, as other Unix tools do.
             with contextlib.suppress(OSError):

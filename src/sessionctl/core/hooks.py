@@ -13,6 +13,7 @@ import signal
 import subprocess
 
 from .errors import usage_error
+from .redact import scrub, secret_texts
 from .timeparse import format_duration
 
 
@@ -56,7 +57,10 @@ def run_hook(
         return f"hook timed out after {format_duration(timeout)}"
     if process.returncode != 0:
         lines = stderr.decode("utf-8", "replace").strip().splitlines()
-        detail = f": {lines[-1].strip()[:200]}" if lines else ""
+        # The hook was given the whole session; what it says goes to results and the audit
+        # log, where the session's secrets never go.
+        last = scrub(lines[-1].strip(), secret_texts(session.get("record"))) if lines else ""
+        detail = f": {last[:200]}" if last else ""
         if process.returncode < 0:
             return f"hook killed by signal {-process.returncode}{detail}"
         return f"hook exited with status {process.returncode}{detail}"

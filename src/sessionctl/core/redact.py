@@ -65,7 +65,72 @@ def _redact_nested(value: Any) -> Any:
         return [_redact_nested(v) for v in value]
     if isinstance(value, bytes):
         return f"<binary: {len(value)} bytes>"
+    if isinstance(value, str):
+        return _redact_json_text(value)
     return json_safe(value)
+
+
+def _decoded_json_text(value: str) -> Any:
+    """The object or array a text field holds as JSON (`{"api_key": ...}`), else None."""
+    if value.lstrip()[:1] not in ("{", "["):
+        return None
+    try:
+        decoded = json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+    return decoded if isinstance(decoded, (dict, list)) else None
+
+
+def _redact_json_text(value: str) -> str:
+    """JSON held in a text field is redacted like nested fields; otherwise left as it is."""
+    decoded = _decoded_json_text(value)
+    if decoded is None:
+        return value
+    try:
+        redacted = _redact_nested(decoded)
+    except RecursionError:
+        return redacted_marker(value)
+    if redacted == json_safe(decoded):
+        return value
+    return json.dumps(redacted, ensure_ascii=False)
+
+
+def secret_texts(data: Any, minimum: int = 6) -> list[str]:
+    """Every text a redacted view hides in `data` (values of payload and secret-looking fields,
+    nested or in JSON text), longest first: what must not be quoted back from elsewhere."""
+    found: set[str] = set()
+
+    def collect(value: Any, secret: bool, depth: int = 0) -> None:
+        if depth > 50:
+            return
+        if isinstance(value, dict):
+            for key, item in value.items():
+                collect(item, secret or is_secret_name(str(key)), depth + 1)
+        elif isinstance(value, list):
+            for item in value:
+                collect(item, secret, depth + 1)
+        elif isinstance(value, (str, bytes)):
+            text = value if isinstance(value, str) else value.decode("utf-8", "replace")
+            if secret and len(text) >= minimum:
+                found.add(text)
+            decoded = _decoded_json_text(text) if isinstance(value, str) else None
+            if decoded is not None:
+                collect(decoded, secret, depth + 1)
+        elif secret and value is not None and not isinstance(value, bool):
+            text = str(value)
+            if len(text) >= minimum:
+                found.add(text)
+
+    collect(data, False)
+    return sorted(found, key=len, reverse=True)
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """`text` with every one of `secrets` in it replaced by a redaction marker."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, f"<redacted: {len(secret.encode())} bytes>")
+    return text
 
 
 def display_value(value: Any, field: str, payload: tuple[str, ...], show_secrets: bool) -> Any:
@@ -79,4 +144,6 @@ def display_value(value: Any, field: str, payload: tuple[str, ...], show_secrets
         return redact_record({"v": value}, (), show_secrets)["v"] if not show_secrets else value
     if isinstance(value, bytes):
         return f"<binary: {len(value)} bytes>" if not show_secrets else json_safe(value)
+    if isinstance(value, str) and not show_secrets:
+        return _redact_json_text(value)
     return value
