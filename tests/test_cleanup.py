@@ -516,3 +516,50 @@ def test_restore_reads_a_truncated_archive(cli, tmp_path):
     out = json.loads(cli("restore", cut, "-f", "json").stdout)
     assert out["truncated"] is True
     assert 0 < out["restored"] <= store.total
+
+
+def test_interrupt_stops_between_batches_and_reports(tmp_path, state_dir):
+    """Ctrl-C in the middle of a run: exit 130, what was removed is reported and archived."""
+    import subprocess
+    import sys
+
+    store = build(tmp_path, "django", "django", "sqlite", [], n=40)
+    counter = tmp_path / "count"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(
+        f"n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}\n"
+        f'[ "$n" = 5 ] && kill -INT $PPID && sleep 1\nexit 0\n'
+    )
+    env = {**os.environ, "SESSIONCTL_STATE_DIR": str(state_dir)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sessionctl",
+            "cleanup",
+            *store.args,
+            "--expired",
+            "--batch-size",
+            "2",
+            "--hook",
+            f"sh {hook}",
+            "-f",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 130, done.stderr
+    result = json.loads(done.stdout)
+    assert result["outcome"] == "interrupted"
+    assert 0 < result["deleted"] < len(store.ids["expired"])
+    assert "interrupted after removing" in done.stderr and "Traceback" not in done.stderr
+    conn = sqlite3.connect(store.path)
+    left = {row[0] for row in conn.execute("SELECT session_key FROM django_session")}
+    conn.close()
+    gone = set(store.ids["active"]) | set(store.ids["expired"]) | set(store.ids["invalid"])
+    gone -= left
+    assert len(gone) == result["deleted"]
+    assert {e["id"] for e in archive_records(result["archive"])} >= gone

@@ -304,12 +304,14 @@ EXIT_STATUS = {
     "STORE": "The store is unusable: missing, unreadable, corrupt or not recognised. Nothing was "
     "changed.",
     "BUSY": "Busy: another cleanup holds the store's lock, or the SQLite database stayed locked "
-    "for longer than the busy timeout. Nothing was changed.",
+    "for longer than the busy timeout. Nothing was changed, except by a cleanup that met the "
+    "lock part-way: it stops there and reports what it removed, all archived.",
     "FAILED": "A cleanup selected sessions but could remove none of them (every hook or delete "
     "failed).",
     "INTERNAL": "Internal error, a bug: SESSIONCTL_DEBUG=1 shows the traceback; please report it.",
+    "INTERRUPTED": "Interrupted (Ctrl-C, SIGINT): a cleanup stops between batches and reports "
+    "what it removed, all archived.",
 }
-INTERRUPTED = (130, "Interrupted (Ctrl-C, SIGINT).")
 
 #: Environment variables -> meaning. Every SESSIONCTL_* name in the source must be here.
 ENVIRONMENT = {
@@ -536,7 +538,6 @@ def man_page() -> str:
             out.append(".TP")
         first = False
         out += [f"\\fB{int(code)}\\fR", line(esc(EXIT_STATUS[code.name]))]
-    out += [".TP", f"\\fB{INTERRUPTED[0]}\\fR", line(esc(INTERRUPTED[1]))]
 
     undocumented = sorted(documented_env_names() - set(ENVIRONMENT))
     if undocumented:

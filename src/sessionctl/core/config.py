@@ -130,10 +130,8 @@ def _check_keys(path: Path, data: dict) -> None:
     for section, table in sections:
         if not isinstance(table, dict):
             raise usage_error(f"config file {path}: [{section}] must be a table")
-        allowed = set(STORE_SETTINGS) | set(GLOBAL_SETTINGS)
-        if section.startswith("stores."):
-            allowed = set(STORE_SETTINGS)
-        unknown = set(table) - allowed
+        # `store` and `state_dir` are not per store: they live at the top of the file only.
+        unknown = set(table) - set(STORE_SETTINGS)
         if unknown:
             raise usage_error(
                 f"config file {path}: unknown key(s) in [{section}]: {', '.join(sorted(unknown))}"
@@ -142,12 +140,12 @@ def _check_keys(path: Path, data: dict) -> None:
             kind = (STORE_SETTINGS.get(key) or GLOBAL_SETTINGS[key])[1]
             convert(key, value, kind, where=f"{path} [{section}]")
         fields = table.get("fields", {})
-        bad_roles = set(fields) - set(ROLES)
+        bad_roles = set(fields) - set(ROLES) - {"payload"}
         if bad_roles:
             raise usage_error(
                 f"config file {path}: [{section}.fields]: unknown role(s) "
                 f"{', '.join(sorted(bad_roles))}",
-                f"roles are: {', '.join(ROLES)}",
+                f"roles are: {', '.join(ROLES)}, payload",
             )
 
 

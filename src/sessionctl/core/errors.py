@@ -21,12 +21,16 @@ class ExitCode(IntEnum):
     USAGE = 2
     #: The store is missing, unreadable, corrupt or not recognised: nothing was changed.
     STORE = 3
-    #: The store or its cleanup lock is held by another process: nothing was changed.
+    #: The store or its cleanup lock is held by another process. Nothing was changed, except
+    #: by a cleanup that met a locked SQLite database part-way: it stops there, and reports and
+    #: archives what it had removed.
     BUSY = 4
     #: A cleanup selected sessions but could remove none of them (every hook or delete failed).
     FAILED = 5
     #: An unexpected internal error (a bug): please report it.
     INTERNAL = 70
+    #: Interrupted (Ctrl-C, SIGINT): a cleanup stops between batches; what it removed is archived.
+    INTERRUPTED = 130
 
 
 class SessionctlError(Exception):

@@ -230,7 +230,10 @@ class Mapper:
             return session
         cache: dict = {}
         for role, path in self._paths.items():
-            value = resolve(data, path, record.key, cache)
+            if len(path) == 1 and path[0] != KEY_PATH:
+                value = data.get(path[0])  # the common case: a plain field or column
+            else:
+                value = resolve(data, path, record.key, cache)
             if value is _MISSING or value is None:
                 continue
             if role == "id":

@@ -82,11 +82,38 @@ class Record:
         return self.size
 
 
-@dataclass(slots=True, frozen=True)
 class Reason:
-    code: str
-    message: str
-    field: str | None = None
+    """Why a session is expired or invalid: a stable code, a message, the field concerned.
+
+    The message may be given as a function that makes it: a million expired sessions need
+    their codes counted, not a million sentences written, so text is made only when shown.
+    """
+
+    __slots__ = ("code", "field", "_message")
+
+    def __init__(self, code: str, message, field: str | None = None):
+        self.code = code
+        self.field = field
+        self._message = message
+
+    @property
+    def message(self) -> str:
+        if callable(self._message):
+            self._message = self._message()
+        return self._message
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Reason) and (self.code, self.message, self.field) == (
+            other.code,
+            other.message,
+            other.field,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.field))
+
+    def __repr__(self) -> str:
+        return f"Reason({self.code!r}, {self.message!r}, {self.field!r})"
 
     def as_dict(self) -> dict:
         out = {"code": self.code, "message": self.message}

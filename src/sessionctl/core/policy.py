@@ -150,7 +150,7 @@ class Judge:
             verdict.invalid.append(
                 Reason(
                     model.FUTURE_TIMESTAMP,
-                    f"created in the future ({to_iso(session.created)})",
+                    lambda: f"created in the future ({to_iso(session.created)})",
                     fields.get("created"),
                 )
             )
@@ -158,7 +158,7 @@ class Judge:
             verdict.invalid.append(
                 Reason(
                     model.FUTURE_TIMESTAMP,
-                    f"last accessed in the future ({to_iso(session.accessed)})",
+                    lambda: f"last accessed in the future ({to_iso(session.accessed)})",
                     fields.get("accessed"),
                 )
             )
@@ -166,7 +166,7 @@ class Judge:
             verdict.invalid.append(
                 Reason(
                     model.FUTURE_TIMESTAMP,
-                    f"expires implausibly far ahead ({to_iso(session.expires)})",
+                    lambda: f"expires implausibly far ahead ({to_iso(session.expires)})",
                     fields.get("expires"),
                 )
             )
@@ -187,7 +187,7 @@ class Judge:
             verdict.expired.append(
                 Reason(
                     model.EXPIRED,
-                    f"expired {format_duration(now - session.expires)} ago",
+                    lambda: f"expired {format_duration(now - session.expires)} ago",
                     fields.get("expires"),
                 )
             )
@@ -198,8 +198,10 @@ class Judge:
                 verdict.expired.append(
                     Reason(
                         model.IDLE,
-                        f"idle for {format_duration(idle)} "
-                        f"(timeout {format_duration(policy.idle_timeout)})",
+                        lambda idle=idle: (
+                            f"idle for {format_duration(idle)} "
+                            f"(timeout {format_duration(policy.idle_timeout)})"
+                        ),
                         fields.get("accessed") or fields.get("created"),
                     )
                 )
@@ -209,7 +211,10 @@ class Judge:
                 verdict.expired.append(
                     Reason(
                         model.MAX_AGE,
-                        f"{format_duration(age)} old (max age {format_duration(policy.max_age)})",
+                        lambda age=age: (
+                            f"{format_duration(age)} old "
+                            f"(max age {format_duration(policy.max_age)})"
+                        ),
                         fields.get("created"),
                     )
                 )

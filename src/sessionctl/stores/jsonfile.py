@@ -26,9 +26,9 @@ REWRITE_ATTEMPTS = 5
 class Document:
     """A parsed JSON store: the top-level value and the container that holds the sessions."""
 
-    def __init__(self, raw: bytes, path: Path):
+    def __init__(self, raw: bytes, path: Path, value: Any = None):
         self.raw = raw
-        self.value = _parse(raw, path)
+        self.value = _parse(raw, path) if value is None else value
         self.wrapper_key, self.container = _find_container(self.value, path)
 
     @property
@@ -176,6 +176,13 @@ class JsonFileStore(Store):
         except OSError as exc:
             raise store_error(f"cannot read {self.path}: {os_error_text(exc)}") from None
         self._stat = info
+        return self._document_of(raw)
+
+    def _document_of(self, raw: bytes) -> Document:
+        """The parsed document for these bytes; the one already parsed when they are the same
+        (a cleanup reads the file several times; parsing is most of the cost)."""
+        if self._document is not None and self._document.raw == raw:
+            return self._document
         return Document(raw, self.path)
 
     def load(self) -> Document:
@@ -245,7 +252,8 @@ class JsonFileStore(Store):
                 if fresh:
                     archive(fresh)
                     archived.update(r.key for r in fresh)
-                new_bytes = latest.dump(latest.without({position for _, position in doomed}))
+                new_value = latest.without({position for _, position in doomed})
+                new_bytes = latest.dump(new_value)
                 # Each write checks, after its fsync and right before its rename, that the
                 # file is still the one read: an application write in between is never lost.
                 if not atomic_write(
@@ -254,7 +262,7 @@ class JsonFileStore(Store):
                     continue
                 if not atomic_write(self.path, new_bytes, like=self._stat, check=unchanged):
                     continue
-                self._document = Document(new_bytes, self.path)
+                self._document = Document(new_bytes, self.path, value=new_value)
                 return outcome
         raise busy_error(
             f"{self.path} kept changing while sessionctl tried to rewrite it; nothing was removed",
@@ -288,7 +296,7 @@ class JsonFileStore(Store):
                     chunks.append(chunk)
             except OSError as exc:
                 raise store_error(f"cannot read {self.path}: {os_error_text(exc)}") from None
-            document = Document(b"".join(chunks), self.path)
+            document = self._document_of(b"".join(chunks))
             self._stat = info
 
             def unchanged() -> bool:

@@ -108,6 +108,8 @@ class CleanupResult:
     def outcome(self) -> str:
         if self.error_code == ExitCode.BUSY:
             return "busy"
+        if self.error_code == ExitCode.INTERRUPTED:
+            return "interrupted"
         if self.error:
             return "error"
         if self.aborted:
@@ -414,9 +416,10 @@ def cleanup(
             examined = _pushed_choices(ctx, plan, selection)
         else:
             examined = _judged_choices(ctx, selection)
+        has_caps = options.has_caps
         for record, session_id, codes, session in examined:
             result.total += 1
-            if codes or options.has_caps:
+            if codes or has_caps:
                 candidate = Candidate(record.key, fingerprint(record), session_id)
             if codes:
                 _note_selected(result, session_id, record.key, codes)
@@ -424,7 +427,7 @@ def cleanup(
                     remover.add(candidate, codes)
                 else:
                     collected.append((candidate, codes))
-            elif options.has_caps:
+            elif has_caps:
                 selection.keep(session, candidate)
             if progress and result.total % 5000 == 0:
                 progress(result.total, result.deleted)
@@ -444,6 +447,11 @@ def cleanup(
         result.error, result.error_code = exc.one_line(), exc.code
         if result.deleted:
             result.error += f" (stopped after removing {result.deleted} sessions, all archived)"
+    except KeyboardInterrupt:
+        # A batch is one transaction (or one atomic rewrite): stopping here loses nothing.
+        result.error, result.error_code = "interrupted", ExitCode.INTERRUPTED
+        if result.deleted:
+            result.error += f" after removing {result.deleted} sessions, all archived"
     finally:
         if remover is not None:
             remover.close()
