@@ -71,6 +71,8 @@ class Record:
     raw: bytes | None = None
     #: Rows of other tables that go with this one (SQLite ON DELETE CASCADE), by table.
     children: dict | None = None
+    #: The store's token for this exact version of the record (a file's inode, size, mtime).
+    version: Any = None
 
     def byte_size(self) -> int:
         if self.size is None:

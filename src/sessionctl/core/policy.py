@@ -102,7 +102,7 @@ class Judge:
 
     def _check_rules(self, session: Session, verdict: Verdict) -> None:
         data = session.record.data
-        unreadable = {r.field for r in session.problems}
+        unreadable = {r.field for r in session.problems} if session.problems else ()
         for role in self._required_roles:
             path = self.mapping.path(role)
             if getattr(session, role) is None and (path is None or path not in unreadable):

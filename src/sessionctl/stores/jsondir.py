@@ -27,9 +27,11 @@ from .base import ArchiveFn, Candidate, RemoveOutcome, Store, require_exists
 SUFFIX = ".json"
 #: Files being removed are renamed to this prefix first; leftovers of a killed run are put back.
 TRASH_PREFIX = ".sessionctl-removing."
+#: Selected records kept in memory until their batch is removed (see `fingerprint`).
+SELECTED_CACHE = 20_000
 
 
-def _read_regular(path: Path) -> tuple[bytes, os.stat_result] | None:
+def _read_regular(path: str | Path) -> tuple[bytes, os.stat_result] | None:
     """The bytes of `path` if it is a regular file (never through a symlink), else None."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
@@ -41,12 +43,19 @@ def _read_regular(path: Path) -> tuple[bytes, os.stat_result] | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             return None
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
+        # One read of the size fstat gave (plus one byte to see the end); more only if the file
+        # grew meanwhile. Session files are small: this is most of a folder scan's syscalls.
+        chunks = [os.read(fd, info.st_size + 1)]
+        if len(chunks[0]) > info.st_size:
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
         return b"".join(chunks), info
     finally:
         os.close(fd)
+
+
+def _identity(info: os.stat_result) -> tuple:
+    return info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def _decode(name: str, raw: bytes) -> Record:
@@ -56,6 +65,9 @@ def _decode(name: str, raw: bytes) -> Record:
         return Record(key=name, data=None, size=len(raw), error="file is not UTF-8", raw=raw)
     except json.JSONDecodeError as exc:
         error = f"file is not valid JSON ({exc.msg} at line {exc.lineno})"
+        return Record(key=name, data=None, size=len(raw), error=error, raw=raw)
+    except ValueError as exc:  # a number of more than 4300 digits, which Python refuses
+        error = f"file cannot be read as JSON ({str(exc).split(';')[0]})"
         return Record(key=name, data=None, size=len(raw), error=error, raw=raw)
     except RecursionError:
         return Record(key=name, data=None, size=len(raw), error="file nests too deeply", raw=raw)
@@ -69,6 +81,11 @@ def _decode(name: str, raw: bytes) -> Record:
 class JsonDirStore(Store):
     kind = "jsondir"
     natural_batch = 1
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self._selected: dict[str, Record] = {}
+        self._folder = str(self.path)
 
     def _entries(self) -> Iterator[os.DirEntry]:
         require_exists(self.path, "session folder")
@@ -88,14 +105,16 @@ class JsonDirStore(Store):
     def iter_records(self) -> Iterator[Record]:
         for entry in self._entries():
             try:
-                read = _read_regular(Path(entry.path))
+                read = _read_regular(entry.path)
             except OSError as exc:
                 yield Record(
                     key=entry.name, data=None, size=0, error=f"cannot read: {os_error_text(exc)}"
                 )
                 continue
             if read is not None:
-                yield _decode(entry.name, read[0])
+                record = _decode(entry.name, read[0])
+                record.version = _identity(read[1])
+                yield record
 
     def sample(self, limit: int = 50) -> tuple[list[str], list[dict]]:
         records = []
@@ -152,14 +171,31 @@ class JsonDirStore(Store):
     # -- removing --------------------------------------------------------------------------
 
     def fingerprint(self, record: Record) -> Any:
-        return hash(record.raw)
+        # Selected records wait here for their batch, so that removing one costs an lstat, not
+        # a second read; bounded, because caps fingerprint every record of the folder.
+        if len(self._selected) < SELECTED_CACHE:
+            self._selected[record.key] = record
+        return record.version, hash(record.raw)
 
     def current(self, candidates: list[Candidate]) -> dict[Any, Record]:
+        return {name: record for name, (record, _) in self._unchanged(candidates).items()}
+
+    def _unchanged(self, candidates: list[Candidate]) -> dict[Any, tuple[Record, tuple]]:
+        """Each candidate still holding what was selected, with its file's identity."""
         found = {}
         for candidate in candidates:
-            read = _read_regular(self.path / candidate.key)
-            if read is not None and hash(read[0]) == candidate.fingerprint:
-                found[candidate.key] = _decode(candidate.key, read[0])
+            version, digest = candidate.fingerprint
+            kept = self._selected.pop(candidate.key, None)
+            if kept is not None:
+                try:
+                    if _identity(os.lstat(os.path.join(self._folder, candidate.key))) == version:
+                        found[candidate.key] = (kept, version)
+                except OSError:
+                    pass
+                continue
+            read = _read_regular(os.path.join(self._folder, candidate.key))
+            if read is not None and hash(read[0]) == digest:
+                found[candidate.key] = (_decode(candidate.key, read[0]), _identity(read[1]))
         return found
 
     def _check_writable(self) -> None:
@@ -175,14 +211,14 @@ class JsonDirStore(Store):
     def remove(self, candidates: list[Candidate], archive: ArchiveFn) -> RemoveOutcome:
         self._check_writable()
         outcome = RemoveOutcome()
-        unchanged = self.current(candidates)
+        unchanged = self._unchanged(candidates)
         outcome.changed = [c.key for c in candidates if c.key not in unchanged]
         if not unchanged:
             return outcome
-        archive(list(unchanged.values()))
-        for name, record in unchanged.items():
+        archive([record for record, _ in unchanged.values()])
+        for name, (record, identity) in unchanged.items():
             try:
-                if self._remove_one(name, record.raw):
+                if self._remove_one(name, identity):
                     outcome.removed.append(record)
                 else:
                     outcome.changed.append(name)
@@ -191,31 +227,30 @@ class JsonDirStore(Store):
         fsync_dir(self.path)
         return outcome
 
-    def _remove_one(self, name: str, expected: bytes | None) -> bool:
-        """Take `name` out of the folder if it still holds `expected`. False if it changed."""
-        path = self.path / name
-        trash = self.path / (TRASH_PREFIX + name)
-        info = path.lstat()
-        if not stat.S_ISREG(info.st_mode):
-            return False
-        # The rename is atomic: whatever file sits at `path` now is the one we examine, and
-        # anything the application writes from here on lands at `path`, beside us.
+    def _remove_one(self, name: str, expected: tuple) -> bool:
+        """Take `name` out of the folder if it is still the file read (same inode, size and
+        modification time: a rewrite, in place or by rename, changes one). False if not."""
+        # Plain strings, not Paths: this runs once per removed file.
+        path = os.path.join(self._folder, name)
+        trash = os.path.join(self._folder, TRASH_PREFIX + name)
+        # The rename is atomic and never follows a symlink: whatever sits at `path` now is what
+        # we examine, and anything the application writes from here on lands at `path`.
         os.rename(path, trash)
-        read = _read_regular(trash)
-        if read is not None and read[0] == expected:
-            trash.unlink()
+        moved = os.lstat(trash)
+        if stat.S_ISREG(moved.st_mode) and _identity(moved) == expected:
+            os.unlink(trash)
             return True
         self._put_back(trash, path)
         return False
 
     @staticmethod
-    def _put_back(trash: Path, path: Path) -> None:
+    def _put_back(trash, path) -> None:
         try:
             # link() never replaces: if the application wrote a newer file, that one stays.
             os.link(trash, path, follow_symlinks=False)
         except FileExistsError:
             pass
-        trash.unlink()
+        os.unlink(trash)
 
     def recover(self) -> int:
         """Put back files a killed cleanup had moved aside and not yet verified."""
