@@ -135,7 +135,7 @@ def cleanup_command(
             "--batch-size",
             min=1,
             metavar="N",
-            help="Sessions per delete transaction (default 1000). Example: --batch-size 500",
+            help="Sessions per delete transaction (default 2000). Example: --batch-size 500",
         ),
     ] = None,
     pause: Annotated[

@@ -37,9 +37,11 @@ from ..redact import json_safe
 from ..timeparse import to_iso
 from .scan import judged
 
-#: Rows per delete transaction. Measured (bench/batch_size.py): past ~1000 rows the gain per
-#: row is flat while the time the application waits on the write lock keeps growing.
-DEFAULT_BATCH_SIZE = 1000
+#: Rows per delete transaction, chosen with bench/batch_size.py (100k Django sessions, an
+#: application writing meanwhile): from 200 to 2000 rows the run gets about twice as fast while
+#: the application's worst wait stays near a tenth of a second; past 5000 that wait jumps
+#: (0.6 s at 10000). 2000 keeps a margin below that knee. Figures in bench/RESULTS.md.
+DEFAULT_BATCH_SIZE = 2000
 #: The result lists at most this many selected sessions; counts are always complete.
 RESULT_SESSION_LIMIT = 10_000
 
