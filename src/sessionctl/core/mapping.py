@@ -229,6 +229,7 @@ class Mapper:
                 session.id = str(record.key)
             return session
         cache: dict = {}
+        tz = self.tz
         for role, path in self._paths.items():
             if len(path) == 1 and path[0] != KEY_PATH:
                 value = data.get(path[0])  # the common case: a plain field or column
@@ -236,7 +237,19 @@ class Mapper:
                 value = resolve(data, path, record.key, cache)
             if value is _MISSING or value is None:
                 continue
-            if role == "id":
+            if role in _TIME_ROLE_SET:
+                kind = type(value)
+                # Plain epoch seconds, the commonest stored form, without a function call.
+                if (kind is float or kind is int) and 0 <= value < _FAST_EPOCH_LIMIT:
+                    setattr(session, role, float(value))
+                    continue
+                try:
+                    setattr(session, role, parse_timestamp(value, tz))
+                except TimestampError as exc:
+                    session.problems.append(
+                        Reason(model.BAD_TIMESTAMP, f"{role}: {exc}", self.mapping.fields[role])
+                    )
+            elif role == "id":
                 if isinstance(value, (dict, list)):
                     session.problems.append(
                         Reason(model.WRONG_TYPE, "id is not a scalar", self.mapping.fields["id"])
@@ -244,18 +257,15 @@ class Mapper:
                 elif isinstance(value, bytes):
                     session.id = value.decode("utf-8", "replace")
                 else:
-                    session.id = str(value)
-            elif role == "group":
-                if not isinstance(value, (dict, list)):
-                    session.group = str(value)
-            else:
-                try:
-                    setattr(session, role, parse_timestamp(value, self.tz))
-                except TimestampError as exc:
-                    session.problems.append(
-                        Reason(model.BAD_TIMESTAMP, f"{role}: {exc}", self.mapping.fields[role])
-                    )
+                    session.id = value if type(value) is str else str(value)
+            elif not isinstance(value, (dict, list)):  # group
+                session.group = value if type(value) is str else str(value)
         return session
+
+
+_TIME_ROLE_SET = frozenset(TIME_ROLES)
+#: Below this, a number is epoch seconds for `parse_timestamp` too (its milliseconds threshold).
+_FAST_EPOCH_LIMIT = 1e11
 
 
 # --- presets ---------------------------------------------------------------------------------

@@ -145,37 +145,35 @@ class Judge:
     def _check_times(self, session: Session, now: float, verdict: Verdict) -> None:
         policy = self.policy
         fields = self.mapping.fields
+        created, accessed, expires = session.created, session.accessed, session.expires
         ahead = now + policy.skew
-        if session.created is not None and session.created > ahead:
-            verdict.invalid.append(
+        invalid = verdict.invalid
+        if created is not None and created > ahead:
+            invalid.append(
                 Reason(
                     model.FUTURE_TIMESTAMP,
-                    lambda: f"created in the future ({to_iso(session.created)})",
+                    lambda: f"created in the future ({to_iso(created)})",
                     fields.get("created"),
                 )
             )
-        if session.accessed is not None and session.accessed > ahead:
-            verdict.invalid.append(
+        if accessed is not None and accessed > ahead:
+            invalid.append(
                 Reason(
                     model.FUTURE_TIMESTAMP,
-                    lambda: f"last accessed in the future ({to_iso(session.accessed)})",
+                    lambda: f"last accessed in the future ({to_iso(accessed)})",
                     fields.get("accessed"),
                 )
             )
-        if session.expires is not None and session.expires > now + policy.expiry_horizon:
-            verdict.invalid.append(
+        if expires is not None and expires > now + policy.expiry_horizon:
+            invalid.append(
                 Reason(
                     model.FUTURE_TIMESTAMP,
-                    lambda: f"expires implausibly far ahead ({to_iso(session.expires)})",
+                    lambda: f"expires implausibly far ahead ({to_iso(expires)})",
                     fields.get("expires"),
                 )
             )
-        if (
-            session.created is not None
-            and session.accessed is not None
-            and session.accessed < session.created - policy.skew
-        ):
-            verdict.invalid.append(
+        if created is not None and accessed is not None and accessed < created - policy.skew:
+            invalid.append(
                 Reason(
                     model.INCONSISTENT,
                     "last accessed before it was created",
@@ -183,38 +181,37 @@ class Judge:
                 )
             )
 
-        if session.expires is not None and session.expires <= now:
+        if expires is not None and expires <= now:
             verdict.expired.append(
                 Reason(
                     model.EXPIRED,
-                    lambda: f"expired {format_duration(now - session.expires)} ago",
+                    lambda: f"expired {format_duration(now - expires)} ago",
                     fields.get("expires"),
                 )
             )
-        last_active = session.last_active
-        if policy.idle_timeout is not None and last_active is not None:
+        last_active = accessed if accessed is not None else created
+        idle_timeout = policy.idle_timeout
+        if idle_timeout is not None and last_active is not None:
             idle = now - last_active
-            if idle > policy.idle_timeout:
+            if idle > idle_timeout:
                 verdict.expired.append(
                     Reason(
                         model.IDLE,
-                        lambda idle=idle: (
+                        lambda: (
                             f"idle for {format_duration(idle)} "
-                            f"(timeout {format_duration(policy.idle_timeout)})"
+                            f"(timeout {format_duration(idle_timeout)})"
                         ),
                         fields.get("accessed") or fields.get("created"),
                     )
                 )
-        if policy.max_age is not None and session.created is not None:
-            age = now - session.created
-            if age > policy.max_age:
+        max_age = policy.max_age
+        if max_age is not None and created is not None:
+            age = now - created
+            if age > max_age:
                 verdict.expired.append(
                     Reason(
                         model.MAX_AGE,
-                        lambda age=age: (
-                            f"{format_duration(age)} old "
-                            f"(max age {format_duration(policy.max_age)})"
-                        ),
+                        lambda: f"{format_duration(age)} old (max age {format_duration(max_age)})",
                         fields.get("created"),
                     )
                 )
