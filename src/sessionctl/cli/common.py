@@ -18,7 +18,7 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
-from ..core.errors import ExitCode, SessionctlError
+from ..core.errors import ExitCode, SessionctlError, nested_too_deeply
 
 PROG = "sessionctl"
 
@@ -90,6 +90,9 @@ def handle_errors(function: Callable) -> Callable:
             raise typer.Exit(0) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
+        except RecursionError:
+            exc = nested_too_deeply()
+            fail(exc.one_line(), exc.code)
         except Exception as exc:  # a bug: say so in one line, traceback on request
             if os.environ.get("SESSIONCTL_DEBUG"):
                 traceback.print_exc()

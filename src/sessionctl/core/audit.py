@@ -53,16 +53,37 @@ def default_archive_path(archive_dir: Path, label: str) -> Path:
     return archive_dir / store_slug(label) / f"{unique}.ndjson.gz"
 
 
+def _archivable(value: Any) -> Any:
+    """A value as the archive keeps it: bytes as {"$b64": ...}, everything else as it is.
+
+    Unlike `json_safe`, NaN and infinities stay numbers (written as NaN / Infinity, which
+    `read_archive` reads back): a restore must give back what was removed, not its picture.
+    """
+    if isinstance(value, bytes):
+        return json_safe(value)
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            out[str(key)] = _archivable(item)
+        return out
+    if isinstance(value, list):
+        items = []
+        for item in value:
+            items.append(_archivable(item))
+        return items
+    return value
+
+
 def archive_entry(record: Record, session_id: str | None, reasons: list[str]) -> dict:
     entry: dict[str, Any] = {"key": json_safe(record.key), "id": session_id, "reasons": reasons}
     if record.data is not None:
-        entry["record"] = json_safe(record.data)
+        entry["record"] = _archivable(record.data)
     else:
         entry["record"] = None
         if record.raw is not None:
             entry["raw_b64"] = base64.b64encode(record.raw).decode("ascii")
     if record.children:
-        entry["children"] = json_safe(record.children)
+        entry["children"] = _archivable(record.children)
     return entry
 
 

@@ -61,3 +61,11 @@ def store_error(message: str, hint: str | None = None) -> SessionctlError:
 
 def busy_error(message: str, hint: str | None = None) -> SessionctlError:
     return SessionctlError(message, ExitCode.BUSY, hint)
+
+
+def nested_too_deeply() -> SessionctlError:
+    """Data nested hundreds of levels deep (a RecursionError met while reading or writing it)."""
+    return store_error(
+        "the store holds data nested too deeply to be read or archived safely",
+        "no session nests hundreds of levels deep: is this the right store?",
+    )

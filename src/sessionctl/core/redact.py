@@ -28,10 +28,17 @@ def json_safe(value: Any) -> Any:
         return {"$b64": base64.b64encode(value).decode("ascii")}
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    # Loops rather than comprehensions: one frame per level, so deep data stays within reach.
     if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
+        out = {}
+        for key, item in value.items():
+            out[str(key)] = json_safe(item)
+        return out
     if isinstance(value, list):
-        return [json_safe(v) for v in value]
+        items = []
+        for item in value:
+            items.append(json_safe(item))
+        return items
     return value
 
 
@@ -53,16 +60,16 @@ def redact_record(data: dict | None, payload: tuple[str, ...], show_secrets: boo
 
 def _redact_nested(value: Any) -> Any:
     if isinstance(value, dict):
-        return {
-            k: (
-                redacted_marker(v)
-                if v is not None and is_secret_name(str(k))
-                else _redact_nested(v)
-            )
-            for k, v in value.items()
-        }
+        out = {}
+        for key, item in value.items():
+            secret = item is not None and is_secret_name(str(key))
+            out[key] = redacted_marker(item) if secret else _redact_nested(item)
+        return out
     if isinstance(value, list):
-        return [_redact_nested(v) for v in value]
+        items = []
+        for item in value:
+            items.append(_redact_nested(item))
+        return items
     if isinstance(value, bytes):
         return f"<binary: {len(value)} bytes>"
     if isinstance(value, str):

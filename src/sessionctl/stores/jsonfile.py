@@ -26,10 +26,16 @@ REWRITE_ATTEMPTS = 5
 class Document:
     """A parsed JSON store: the top-level value and the container that holds the sessions."""
 
-    def __init__(self, raw: bytes, path: Path, value: Any = None):
+    def __init__(self, raw: bytes, path: Path, value: Any = None, like: Document | None = None):
         self.raw = raw
         self.value = _parse(raw, path) if value is None else value
-        self.wrapper_key, self.container = _find_container(self.value, path)
+        if like is not None:
+            # Our own rewrite of `like` keeps its shape, whatever detection would make of what
+            # is left (an object keyed by id with a null among few sessions looks like nothing).
+            self.wrapper_key = like.wrapper_key
+            self.container = self.value[like.wrapper_key] if like.wrapper_key else self.value
+        else:
+            self.wrapper_key, self.container = _find_container(self.value, path)
 
     @property
     def shape(self) -> str:
@@ -94,6 +100,8 @@ def _parse(raw: bytes, path: Path) -> Any:
             f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
             f"a previous copy may be at {path.name}.bak",
         ) from None
+    except ValueError as exc:  # a number of more than 4300 digits, which Python refuses
+        raise store_error(f"{path} cannot be read as JSON: {exc}".split(";")[0]) from None
     except RecursionError:
         raise store_error(f"{path} nests too deeply to be a session store") from None
 
@@ -104,10 +112,10 @@ def _find_container(value: Any, path: Path) -> tuple[str | None, Any]:
     if isinstance(value, dict):
         for key in WRAPPER_KEYS:
             inner = value.get(key)
+            # An empty object counts: `{"sessions": {}}` is a store with no sessions, not a
+            # store whose one session is called "sessions".
             if isinstance(inner, list) or (
-                isinstance(inner, dict)
-                and inner
-                and all(isinstance(v, dict) for v in inner.values())
+                isinstance(inner, dict) and all(isinstance(v, dict) for v in inner.values())
             ):
                 return key, inner
         lists = [key for key, inner in value.items() if isinstance(inner, list)]
@@ -262,7 +270,7 @@ class JsonFileStore(Store):
                     continue
                 if not atomic_write(self.path, new_bytes, like=self._stat, check=unchanged):
                     continue
-                self._document = Document(new_bytes, self.path, value=new_value)
+                self._document = Document(new_bytes, self.path, value=new_value, like=latest)
                 return outcome
         raise busy_error(
             f"{self.path} kept changing while sessionctl tried to rewrite it; nothing was removed",

@@ -30,7 +30,7 @@ from ..audit import (
     run_identity,
 )
 from ..context import StoreContext
-from ..errors import ExitCode, SessionctlError, usage_error
+from ..errors import ExitCode, SessionctlError, nested_too_deeply, usage_error
 from ..hooks import check_hook, run_hook
 from ..model import Reason, Record, Session, Verdict
 from ..redact import json_safe
@@ -443,9 +443,11 @@ def cleanup(
             for candidate, codes in collected:
                 remover.add(candidate, codes)
             remover.flush()
-    except SessionctlError as exc:
+    except (SessionctlError, RecursionError) as exc:
         if lock is None and not options.dry_run:
             raise  # the lock was refused, or never taken: nothing happened worth recording
+        if isinstance(exc, RecursionError):  # a session nested too deeply to archive
+            exc = nested_too_deeply()
         result.error, result.error_code = exc.one_line(), exc.code
         if result.deleted:
             result.error += f" (stopped after removing {result.deleted} sessions, all archived)"
