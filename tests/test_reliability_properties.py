@@ -455,6 +455,7 @@ def test_generated_json_file_stores(invoke, scratch, tmp_path_factory):
         _outcome(result, output, tally, args)
 
     case()
+    assert tally["cases"] >= int(CASES["json"] * SCALE), tally
     record_figures(tmp_path_factory, "properties-json", {**tally, "seconds": clock.seconds})
 
 
@@ -529,6 +530,7 @@ def test_generated_folder_stores(invoke, scratch, tmp_path, tmp_path_factory):
         _outcome(result, output, tally, args)
 
     case()
+    assert tally["cases"] >= int(CASES["folder"] * SCALE), tally
     record_figures(tmp_path_factory, "properties-folder", {**tally, "seconds": clock.seconds})
 
 
@@ -638,8 +640,11 @@ def _dump(path: Path) -> dict:
 
 
 def _norm(value):
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
+    """Rows and keys, as read directly or as sessionctl reports them (json_safe), alike."""
+    if isinstance(value, dict) and set(value) == {"$b64"}:
+        value = base64.b64decode(value["$b64"])
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if isinstance(value, bytes):
         try:
             return value.decode()
@@ -693,6 +698,7 @@ def test_generated_sqlite_tables(invoke, scratch, tmp_path_factory):
         _outcome(result, output, tally, args)
 
     case()
+    assert tally["cases"] >= int(CASES["sqlite"] * SCALE), tally
     record_figures(tmp_path_factory, "properties-sqlite", {**tally, "seconds": clock.seconds})
 
 
@@ -766,6 +772,7 @@ def test_generated_sqlite_files_that_are_not_databases(invoke, scratch, tmp_path
         _outcome(result, output, tally, args)
 
     case()
+    assert tally["cases"] >= int(CASES["sqlite_files"] * SCALE), tally
     record_figures(tmp_path_factory, "properties-sqlite-files", {**tally, "seconds": clock.seconds})
 
 
@@ -859,3 +866,22 @@ def test_a_deep_folder_session_stops_the_cleanup_with_everything_archived(cli, t
     remaining = {p.name for p in folder.iterdir()}
     archived = {e["key"] for e in read_archive(Path(output["archive"])).entries}
     assert {f"s{i}.json" for i in range(4)} - remaining <= archived
+
+
+def test_blob_and_real_keys_of_a_table_without_rowid(cli, tmp_path):
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE sessions (session_id BLOB PRIMARY KEY, expires REAL) WITHOUT ROWID")
+    rows = [(b"", 1.0), (b"\xff\x00k", 1.0), (b"keep", 4_000_000_000.0)]
+    conn.executemany("INSERT INTO sessions VALUES (?, ?)", rows)
+    conn.commit()
+    conn.close()
+    output = json.loads(cli("cleanup", "-s", path, "--expired", "-f", "json").stdout)
+    assert output["deleted"] == 2
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT session_id FROM sessions").fetchall() == [(b"keep",)]
+    conn.close()
+    cli("restore", output["archive"])
+    conn = sqlite3.connect(path)
+    assert sorted(conn.execute("SELECT * FROM sessions").fetchall()) == sorted(rows)
+    conn.close()

@@ -428,6 +428,9 @@ READS = [
     ["stats", "-f", "prometheus"],
     ["cleanup", "--expired", "--dry-run"],
     ["cleanup", "--expired", "--dry-run", "-f", "json"],
+    # A secret field mapped as a time by mistake: its value is not quoted in the reasons.
+    ["validate", "-f", "json", "--field", "expires=auth_token", "--field", "accessed=password"],
+    ["list", "--field", "created=auth_token", "--field", "created=password"],
 ]
 
 

@@ -246,9 +246,10 @@ class Mapper:
                 try:
                     setattr(session, role, parse_timestamp(value, tz))
                 except TimestampError as exc:
-                    session.problems.append(
-                        Reason(model.BAD_TIMESTAMP, f"{role}: {exc}", self.mapping.fields[role])
-                    )
+                    path = self.mapping.fields[role]
+                    # The message quotes the value: not when the field is one redacted on show.
+                    text = f"{role}: {exc}" if not is_secret_name(path) else f"{role}: unreadable"
+                    session.problems.append(Reason(model.BAD_TIMESTAMP, text, path))
             elif role == "id":
                 if isinstance(value, (dict, list)):
                     session.problems.append(
