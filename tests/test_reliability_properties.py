@@ -392,7 +392,7 @@ def _outcome(result, output, tally: Counter, args) -> None:
     tally["cases"] += 1
     if args[0] == "cleanup" and output is not None:
         tally["cleanups that removed sessions"] += bool(output["deleted"])
-        tally["sessions removed (all selected, all archived)"] += output["deleted"]
+        tally["sessions removed"] += output["deleted"]
     if isinstance(output, list):
         tally["invalid verdicts"] += sum(1 for v in output if v.get("status") == "invalid")
     elif isinstance(output, dict) and "invalid" in output and isinstance(output["invalid"], int):
