@@ -153,6 +153,24 @@ def test_recovery_puts_back_only_what_a_killed_run_moved_aside(cli, tmp_path, st
     assert victim.read_text() == "{}"
 
 
+def test_a_json_store_reached_through_a_symlink_is_rewritten_where_it_lives(cli, tmp_path):
+    """The application reads the file the link points at: that one is cleaned (its `.bak`
+    beside it), and the link stays a link."""
+    real_folder = tmp_path / "data"
+    real_folder.mkdir()
+    generated = storegen.generate("bash-sessions", 20, seed=3)
+    real = storegen.write_json(real_folder / "sessions.json", generated, shape="wrapped")
+    original = real.read_bytes()
+    link = tmp_path / "sessions.json"
+    link.symlink_to(real)
+    cli("cleanup", "-s", link, "--expired")
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    left = {s["session_id"] for s in json.loads(real.read_bytes())["sessions"]}
+    assert left == set(generated.ids["active"]) | set(generated.ids["invalid"])
+    assert (real_folder / "sessions.json.bak").read_bytes() == original
+    assert not (tmp_path / "sessions.json.bak").exists()
+
+
 # --- private files and folders --------------------------------------------------------------------
 
 

@@ -268,7 +268,7 @@ class JsonFileStore(Store):
                     self.backup_path, latest.raw, mode=PRIVATE_FILE, check=unchanged
                 ):
                     continue
-                if not atomic_write(self.path, new_bytes, like=self._stat, check=unchanged):
+                if not atomic_write(self.target, new_bytes, like=self._stat, check=unchanged):
                     continue
                 self._document = Document(new_bytes, self.path, value=new_value, like=latest)
                 return outcome
@@ -279,7 +279,13 @@ class JsonFileStore(Store):
 
     @property
     def backup_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".bak")
+        return self.target.with_name(self.target.name + ".bak")
+
+    @property
+    def target(self) -> Path:
+        """The file a rewrite replaces: through a symlink, the file it points at (the one the
+        application reads), never the link itself."""
+        return Path(os.path.realpath(self.path))
 
     @contextlib.contextmanager
     def _latest(self) -> Iterator[tuple[Document, Callable[[], bool]]]:
@@ -327,10 +333,10 @@ class JsonFileStore(Store):
                 f"{self.path} is read-only (mode {info.st_mode & 0o7777:04o}); nothing was changed",
                 "make it writable to clean it up",
             )
-        if not os.access(self.path.parent, os.W_OK | os.X_OK):
+        if not os.access(self.target.parent, os.W_OK | os.X_OK):
             raise store_error(
-                f"cannot write in {self.path.parent}: permission denied or read-only "
-                f"(the new {self.path.name} is written beside it); nothing was changed"
+                f"cannot write in {self.target.parent}: permission denied or read-only "
+                f"(the new {self.target.name} is written beside it); nothing was changed"
             )
 
     def insert(self, entries: list[dict], id_path: str | None) -> tuple[int, int]:
@@ -371,7 +377,7 @@ class JsonFileStore(Store):
         new_bytes = document.dump(document.with_added(added))
         if not atomic_write(self.backup_path, document.raw, mode=PRIVATE_FILE, check=unchanged):
             return None
-        if not atomic_write(self.path, new_bytes, like=self._stat, check=unchanged):
+        if not atomic_write(self.target, new_bytes, like=self._stat, check=unchanged):
             return None
         return len(added), skipped
 
