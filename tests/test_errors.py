@@ -190,3 +190,14 @@ def test_unreadable_store_as_an_unprivileged_user(tmp_path, request):
     )
     assert result.returncode == STORE, result.stderr
     assert result.stderr.count("\n") == 1 and "permission denied" in result.stderr
+
+
+def test_a_mapping_naming_missing_columns_is_refused(cli, tmp_path):
+    """A wrong preset would make every row invalid, and cleanup --invalid would empty the table."""
+    db = storegen.write_sqlite(tmp_path / "app.db", storegen.generate("django", 20))
+    before = db.read_bytes()
+    line = one_line_error(cli("cleanup", "-s", db, "--preset", "rails", "--invalid", code=USAGE))
+    assert "'session_id' is not a column of django_session" in line and "preset" in line
+    line = one_line_error(cli("list", "-s", db, "--field", "group=owner", code=USAGE))
+    assert "'owner' is not a column" in line
+    assert db.read_bytes() == before

@@ -458,6 +458,8 @@ def test_secrets_never_leave_redacted_unless_asked(cli, tmp_path, state_dir, kin
     base = ["-s", store, "--idle-timeout", "1h"] if kind == "json" else ["-s", store]
     seen = []
     for args in READS:
+        if kind == "sqlite":  # the table has no `password` column (a mapping to it is refused)
+            args = [a.replace("=password", "=data") for a in args]
         result = cli(*args, *base, code=None)
         assert result.exit_code in (0, 1), (args, result.stderr)
         seen.append((args, result.stdout + result.stderr))

@@ -156,6 +156,7 @@ def open_context(config: Config, request: StoreRequest, now: float) -> StoreCont
             expiry_horizon=settings["expiry_horizon"],
             rules=rules,
         )
+        _check_columns(store, mapping, rules)
         state, _ = state_dir(config)
         return StoreContext(
             config=config,
@@ -173,6 +174,26 @@ def open_context(config: Config, request: StoreRequest, now: float) -> StoreCont
     except BaseException:
         store.close()
         raise
+
+
+def _check_columns(store: Store, mapping: Mapping, rules: Rules) -> None:
+    """A table's columns are known for sure: a role or rule naming a column it lacks would mark
+    every row invalid (and `cleanup --invalid` would empty the table). Refuse instead."""
+    columns = getattr(store, "columns", None)
+    if columns is None:
+        return
+    named = {role: mapping.path(role) for role in mapping.fields if mapping.path(role)}
+    named.update({f"rule on {path}": path for path in rules.required if path not in named})
+    for what, path in named.items():
+        if path in mapping.fields:  # a role name used as a rule: checked as that role
+            continue
+        column = path.split(".")[0]
+        if column != KEY_PATH and column not in columns:
+            raise usage_error(
+                f"{what} field {path!r} is not a column of {store.table} "
+                f"(columns: {', '.join(columns)})",
+                "is this the right preset? map fields with --field ROLE=COLUMN",
+            )
 
 
 def _shape_word(spec: StoreSpec) -> str:

@@ -245,6 +245,9 @@ class SqlitePushdown:
             # A temp table on the read connection: the application's database is not touched.
             with store.translate_errors("read"):
                 self._fill_duplicates(store._reader)
+        self.left_to_python: list = []
+        #: Rows the last aggregate could not decide (None: unknown, so scan for them).
+        self.undecided: int | None = None
         self.duplicate_keys = (
             {k for (k,) in store.query(f"SELECT k FROM {DUPLICATES_TABLE}")}
             if compiled.duplicates
@@ -301,8 +304,20 @@ class SqlitePushdown:
             + "".join(f", {b}" for b in buckets)
             + f" FROM ({self._inner()}) WHERE {c.decided}"
         )
-        row = self._run(sql)[0]
+        store = self.store
+        params = {k: v for k, v in self.compiled.params.items() if f":{k}" in sql}
+        with store.translate_errors("read"):
+            # One read transaction: the count of all rows and the aggregate of the decidable
+            # ones see the same table, so their difference says whether any row is left for
+            # Python, and a clean table is not scanned a second time.
+            store._reader.execute("BEGIN")
+            try:
+                total = store._reader.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0]
+                row = store._reader.execute(sql, params).fetchone()
+            finally:
+                store._reader.execute("COMMIT")
         n, n_expired, n_invalid, n_active, undated = (v or 0 for v in row[:5])
+        self.undecided = total - n
         by_reason = {code: row[5 + i] or 0 for i, code in enumerate(codes)}
         histogram = [v or 0 for v in row[5 + len(codes) :]] or [0] * len(AGE_BUCKETS)
         result = {
@@ -360,7 +375,8 @@ class SqlitePushdown:
 
         Choosing inside the write transaction means a row the application touched a moment
         ago is judged as it is now. Yields ([(key, id, codes)] removed, {key: error} refused)
-        per batch. Undecidable rows are not touched: see `undecidable()`.
+        per batch. Undecidable rows met on the way are not touched; their keys are collected
+        in `self.left_to_python` (the same scan finds them, so none is needed afterwards).
         """
         c = self.compiled
         store = self.store
@@ -375,18 +391,21 @@ class SqlitePushdown:
         while True:
             where = " WHERE rowid > :last" if last is not None else ""
             sql = (
-                f"SELECT _k, {c.id_column or 'NULL'}{flags} FROM ({self._inner(where)})"
-                f" WHERE {c.decided} AND ({wanted}) LIMIT {int(batch)}"
+                f"SELECT _k, {c.id_column or 'NULL'}, {c.decided}{flags}"
+                f" FROM ({self._inner(where)})"
+                f" WHERE ({c.decided} AND ({wanted})) OR NOT {c.decided} LIMIT {int(batch)}"
             )
             params = {**c.params, "last": last}
             params = {k: v for k, v in params.items() if f":{k}" in sql}
             with store.translate_errors("write"):
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    picked = conn.execute(sql, params).fetchall()
+                    found = conn.execute(sql, params).fetchall()
+                    picked = [row for row in found if row[2]]
+                    self.left_to_python.extend(row[0] for row in found if not row[2])
                     keys = [row[0] for row in picked]
                     reasons = {
-                        row[0]: prefix + [code for code, on in zip(flagged, row[2:]) if on]
+                        row[0]: prefix + [code for code, on in zip(flagged, row[3:]) if on]
                         for row in picked
                     }
                     if keys and archive is not None:
@@ -399,7 +418,7 @@ class SqlitePushdown:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                     raise
-            if not picked:
+            if not found:
                 return
             removed = [
                 (row[0], None if row[1] is None else _as_id(row[1]), reasons[row[0]])
@@ -407,9 +426,9 @@ class SqlitePushdown:
                 if row[0] not in failed
             ]
             yield removed, failed
-            if len(picked) < batch:
+            if len(found) < batch:
                 return
-            last = keys[-1]
+            last = found[-1][0]
 
     def _fill_duplicates(self, conn) -> None:
         """The duplicate-id rowids as a temp table of `conn` (temp tables are per connection)."""
@@ -418,8 +437,17 @@ class SqlitePushdown:
         conn.execute(f"DELETE FROM {DUPLICATES_TABLE}")
         conn.execute(f"INSERT INTO {DUPLICATES_TABLE} {self.compiled.duplicates}")
 
+    def records(self, keys: list) -> Iterator[Record]:
+        """The rows with these keys as they are now (those still there)."""
+        for start in range(0, len(keys), PAGE):
+            with self.store.translate_errors("read"):
+                found = self.store._fetch(self.store._reader, keys[start : start + PAGE])
+            yield from found.values()
+
     def undecidable(self) -> Iterator[Record]:
         """Rows SQL cannot judge exactly; the caller judges them in Python."""
+        if self.undecided == 0:
+            return
         yield from self._pages(f"NOT {self.compiled.decided}", [])
 
     def select(self, codes: list[str], everything: bool) -> Iterator[tuple[Record, list | None]]:

@@ -500,7 +500,7 @@ def _undecidable_choices(ctx: StoreContext, plan, selection: _Selection):
     """The rows the store left to Python, judged here."""
     duplicates = plan.duplicate_keys
     id_path = ctx.mapping.path("id")
-    for record in plan.undecidable():
+    for record in plan.records(plan.left_to_python):
         session = ctx.mapper.session(record)
         verdict = ctx.judge.verdict(session, ctx.now)
         if record.key in duplicates:
