@@ -563,3 +563,15 @@ def test_interrupt_stops_between_batches_and_reports(tmp_path, state_dir):
     gone -= left
     assert len(gone) == result["deleted"]
     assert {e["id"] for e in archive_records(result["archive"])} >= gone
+
+
+def test_a_killed_rewrite_leaves_no_temp_file_behind_for_long(cli, tmp_path):
+    """A run killed mid-rewrite leaves its temp file; the next run removes it (only ours)."""
+    store = build(tmp_path, "bash", "bash-sessions", "json-wrapped", [], n=10)
+    ours = tmp_path / f".{store.path.name}.sessionctl-k1ll3d.tmp"
+    theirs = tmp_path / f".{store.path.name}.app-writing.tmp"
+    ours.write_text("half a docu")
+    theirs.write_text("the application's own temp file")
+    cli("cleanup", *store.args, "--expired")
+    assert not ours.exists()
+    assert theirs.read_text() == "the application's own temp file"

@@ -8,7 +8,15 @@ import typer
 
 from .. import render
 from ..core.errors import ExitCode, SessionctlError, usage_error
-from .common import ObjectFormat, QuietOpt, StoreArgs, open_store_context, say, store_command
+from .common import (
+    ObjectFormat,
+    ObjectFormatOpt,
+    QuietOpt,
+    StoreArgs,
+    open_store_context,
+    say,
+    store_command,
+)
 from .progress import Progress
 
 #: A dry run lists at most this many sessions in the table; --format json lists them all.
@@ -188,15 +196,7 @@ def cleanup_command(
             "do not all start at once. Example: --jitter 5m",
         ),
     ] = None,
-    output: Annotated[
-        ObjectFormat,
-        typer.Option(
-            "--format",
-            "-f",
-            help="table, json or ndjson. Example: -f json",
-            envvar="SESSIONCTL_FORMAT",
-        ),
-    ] = ObjectFormat.table,
+    output: ObjectFormatOpt = ObjectFormat.table,
     quiet: QuietOpt = False,
     store: StoreArgs = None,
 ) -> None:

@@ -134,6 +134,28 @@ FORMAT_HELP = (
 )
 
 
+#: The one --format option of commands that print rows, and of those that print one result.
+RowFormatOpt = Annotated[
+    RowFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        help="table, json, ndjson or csv. Example: -f json",
+        envvar="SESSIONCTL_FORMAT",
+        case_sensitive=False,
+    ),
+]
+ObjectFormatOpt = Annotated[
+    ObjectFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        help="table, json or ndjson. Example: -f json",
+        envvar="SESSIONCTL_FORMAT",
+        case_sensitive=False,
+    ),
+]
+
 QuietOpt = Annotated[
     bool,
     typer.Option(

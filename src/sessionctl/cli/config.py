@@ -7,7 +7,15 @@ import typer
 
 from .. import render
 from ..core.errors import usage_error
-from .common import RowFormat, complete_preset, complete_store, current_state, handle_errors, say
+from .common import (
+    RowFormat,
+    RowFormatOpt,
+    complete_preset,
+    complete_store,
+    current_state,
+    handle_errors,
+    say,
+)
 
 app = typer.Typer(
     help="Create and inspect the configuration file.\n\nExample: sessionctl config init --store web --address ./db.sqlite3",
@@ -106,15 +114,7 @@ def show_command(
             autocompletion=complete_store,
         ),
     ] = None,
-    output: Annotated[
-        RowFormat,
-        typer.Option(
-            "--format",
-            "-f",
-            help="table, json, ndjson or csv. Example: -f json",
-            envvar="SESSIONCTL_FORMAT",
-        ),
-    ] = RowFormat.table,
+    output: RowFormatOpt = RowFormat.table,
 ) -> None:
     """Print the effective settings and where each one comes from.
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import render
-from .common import RowFormat, complete_store, current_state, handle_errors, say
+from .common import RowFormat, RowFormatOpt, complete_store, current_state, handle_errors, say
 
 COLUMNS = [
     render.Column("time", "TIME", lambda r: r["time"]),
@@ -40,15 +40,7 @@ def history_command(
             "--limit", min=1, metavar="N", help="How many recent runs to show. Example: --limit 50"
         ),
     ] = 20,
-    output: Annotated[
-        RowFormat,
-        typer.Option(
-            "--format",
-            "-f",
-            help="table, json, ndjson or csv. Example: -f json",
-            envvar="SESSIONCTL_FORMAT",
-        ),
-    ] = RowFormat.table,
+    output: RowFormatOpt = RowFormat.table,
 ) -> None:
     """Past cleanups and restores from the audit log, with totals: sessions cleaned overall,
     the last run and how it ended.

@@ -7,7 +7,14 @@ import typer
 
 from .. import render
 from ..core.timeparse import format_size
-from .common import ObjectFormat, ShowSecretsOpt, StoreArgs, open_store_context, store_command
+from .common import (
+    ObjectFormat,
+    ObjectFormatOpt,
+    ShowSecretsOpt,
+    StoreArgs,
+    open_store_context,
+    store_command,
+)
 
 
 def inspect_text(view: dict, rich: bool) -> str:
@@ -53,15 +60,7 @@ def inspect_command(
             help="Session id (or the store's key: a file name, an object key). Example: inspect 7f3c",
         ),
     ],
-    output: Annotated[
-        ObjectFormat,
-        typer.Option(
-            "--format",
-            "-f",
-            help="table, json or ndjson. Example: -f json",
-            envvar="SESSIONCTL_FORMAT",
-        ),
-    ] = ObjectFormat.table,
+    output: ObjectFormatOpt = ObjectFormat.table,
     show_secrets: ShowSecretsOpt = False,
     store: StoreArgs = None,
 ) -> None:

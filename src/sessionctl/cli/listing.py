@@ -6,7 +6,14 @@ import typer
 
 from .. import render
 from ..core.timeparse import format_duration
-from .common import RowFormat, ShowSecretsOpt, StoreArgs, open_store_context, store_command
+from .common import (
+    RowFormat,
+    RowFormatOpt,
+    ShowSecretsOpt,
+    StoreArgs,
+    open_store_context,
+    store_command,
+)
 
 #: Columns `list` knows by name; anything else given to --fields is a path into the record.
 STANDARD_COLUMNS: dict[str, render.Column] = {
@@ -130,15 +137,7 @@ def list_command(
             "expires_in, reasons, or any record field path. Example: --fields id,age,cdp_url",
         ),
     ] = None,
-    output: Annotated[
-        RowFormat,
-        typer.Option(
-            "--format",
-            "-f",
-            help="table, json, ndjson or csv. Example: -f csv",
-            envvar="SESSIONCTL_FORMAT",
-        ),
-    ] = RowFormat.table,
+    output: RowFormatOpt = RowFormat.table,
     show_secrets: ShowSecretsOpt = False,
     store: StoreArgs = None,
 ) -> None:

@@ -1,11 +1,7 @@
 """`sessionctl presets`."""
 
-from typing import Annotated
-
-import typer
-
 from .. import render
-from .common import RowFormat, handle_errors
+from .common import RowFormat, RowFormatOpt, handle_errors
 
 COLUMNS = [
     render.Column("name", "NAME", lambda r: r["name"]),
@@ -47,15 +43,7 @@ def preset_rows() -> list[dict]:
 
 @handle_errors
 def presets_command(
-    output: Annotated[
-        RowFormat,
-        typer.Option(
-            "--format",
-            "-f",
-            help="table, json, ndjson or csv. Example: -f json",
-            envvar="SESSIONCTL_FORMAT",
-        ),
-    ] = RowFormat.table,
+    output: RowFormatOpt = RowFormat.table,
 ) -> None:
     """The known applications' session shapes: which field plays which role, and defaults.
 

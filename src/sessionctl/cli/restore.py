@@ -6,7 +6,14 @@ from typing import Annotated
 import typer
 
 from .. import render
-from .common import ObjectFormat, QuietOpt, StoreArgs, open_store_context, store_command
+from .common import (
+    ObjectFormat,
+    ObjectFormatOpt,
+    QuietOpt,
+    StoreArgs,
+    open_store_context,
+    store_command,
+)
 
 
 def restore_text(result: dict, rich: bool) -> str:
@@ -39,15 +46,7 @@ def restore_command(
             help="An archive written by cleanup. Example: restore ~/.local/state/sessionctl/archives/web/20261123T101500Z-4242.ndjson.gz",
         ),
     ],
-    output: Annotated[
-        ObjectFormat,
-        typer.Option(
-            "--format",
-            "-f",
-            help="table, json or ndjson. Example: -f json",
-            envvar="SESSIONCTL_FORMAT",
-        ),
-    ] = ObjectFormat.table,
+    output: ObjectFormatOpt = ObjectFormat.table,
     quiet: QuietOpt = False,
     store: StoreArgs = None,
 ) -> None:

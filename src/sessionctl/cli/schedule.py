@@ -7,7 +7,15 @@ import typer
 
 from .. import render
 from ..core.errors import ExitCode, SessionctlError, usage_error
-from .common import RowFormat, StoreArgs, current_state, handle_errors, open_store_context, say
+from .common import (
+    RowFormat,
+    RowFormatOpt,
+    StoreArgs,
+    current_state,
+    handle_errors,
+    open_store_context,
+    say,
+)
 
 app = typer.Typer(
     help="Cron entries that run a cleanup, so nothing runs as a daemon: in your crontab, or "
@@ -315,15 +323,7 @@ def install_command(
 @app.command("list")
 @handle_errors
 def list_command(
-    output: Annotated[
-        RowFormat,
-        typer.Option(
-            "--format",
-            "-f",
-            help="table, json, ndjson or csv. Example: -f json",
-            envvar="SESSIONCTL_FORMAT",
-        ),
-    ] = RowFormat.table,
+    output: RowFormatOpt = RowFormat.table,
 ) -> None:
     """Entries in your crontab and in /etc/cron.d: name, schedule, command, enabled, next run,
     and the last run's time and outcome from the audit log.

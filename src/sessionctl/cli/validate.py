@@ -2,13 +2,20 @@
 
 import json
 import sys
-from typing import Annotated
 
 import typer
 
 from .. import render
 from ..core.errors import ExitCode
-from .common import QuietOpt, RowFormat, StoreArgs, open_store_context, say, store_command
+from .common import (
+    QuietOpt,
+    RowFormat,
+    RowFormatOpt,
+    StoreArgs,
+    open_store_context,
+    say,
+    store_command,
+)
 
 COLUMNS = [
     render.Column("id", "ID", lambda r: r["id"]),
@@ -23,15 +30,7 @@ COLUMNS = [
 
 
 def validate_command(
-    output: Annotated[
-        RowFormat,
-        typer.Option(
-            "--format",
-            "-f",
-            help="table, json, ndjson or csv. Example: -f json",
-            envvar="SESSIONCTL_FORMAT",
-        ),
-    ] = RowFormat.table,
+    output: RowFormatOpt = RowFormat.table,
     quiet: QuietOpt = False,
     store: StoreArgs = None,
 ) -> None:

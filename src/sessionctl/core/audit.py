@@ -54,24 +54,8 @@ def default_archive_path(archive_dir: Path, label: str) -> Path:
 
 
 def _archivable(value: Any) -> Any:
-    """A value as the archive keeps it: bytes as {"$b64": ...}, everything else as it is.
-
-    Unlike `json_safe`, NaN and infinities stay numbers (written as NaN / Infinity, which
-    `read_archive` reads back): a restore must give back what was removed, not its picture.
-    """
-    if isinstance(value, bytes):
-        return json_safe(value)
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            out[str(key)] = _archivable(item)
-        return out
-    if isinstance(value, list):
-        items = []
-        for item in value:
-            items.append(_archivable(item))
-        return items
-    return value
+    """A value as the archive keeps it: bytes as {"$b64": ...}, NaN and infinities as numbers."""
+    return json_safe(value, numbers_as_text=False)
 
 
 def archive_entry(record: Record, session_id: str | None, reasons: list[str]) -> dict:
@@ -114,7 +98,7 @@ class ArchiveWriter:
             ) from None
         self._raw = os.fdopen(fd, "wb")
         try:
-            self._gzip = gzip.GzipFile(fileobj=self._raw, mode="wb", filename="")
+            self._gzip = gzip.GzipFile(fileobj=self._raw, mode="wb", filename="", compresslevel=6)
         except OSError as exc:
             self._raw.close()
             raise store_error(

@@ -55,6 +55,26 @@ def ensure_private_dir(path: Path, tighten: bool = True) -> Path:
     return path
 
 
+def temp_prefix(path: Path) -> str:
+    """Temp files of `atomic_write` for `path`: named so that only ours match."""
+    return f".{path.name}.sessionctl-"
+
+
+def remove_stale_temps(path: Path) -> int:
+    """Delete temp files a killed `atomic_write` of `path` left beside it. Call only while
+    holding the store's lock: then no other sessionctl is writing one."""
+    removed = 0
+    prefix = temp_prefix(path)
+    with contextlib.suppress(OSError), os.scandir(path.parent) as entries:
+        for entry in entries:
+            ours = entry.name.startswith(prefix) and entry.name.endswith(".tmp")
+            if ours and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
+
+
 def atomic_write(
     path: Path,
     data: bytes,
@@ -71,7 +91,7 @@ def atomic_write(
     """
     folder = path.parent
     try:
-        fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        fd, temp_name = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=folder)
     except OSError as exc:
         raise store_error(f"cannot write {path}: {os_error_text(exc)}") from None
     temp = Path(temp_name)

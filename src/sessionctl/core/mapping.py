@@ -213,7 +213,10 @@ class Mapper:
             return None
         if record.data is None:
             return str(record.key) if path == (KEY_PATH,) else None
-        value = resolve(record.data, path, record.key)
+        if len(path) == 1 and path[0] != KEY_PATH:
+            value = record.data.get(path[0], _MISSING)
+        else:
+            value = resolve(record.data, path, record.key)
         if value is _MISSING or value is None or isinstance(value, (dict, list)):
             return None
         return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

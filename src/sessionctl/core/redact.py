@@ -22,22 +22,43 @@ def redacted_marker(value: Any) -> str:
     return f"<redacted: {_size_of(value)} bytes>"
 
 
-def json_safe(value: Any) -> Any:
-    """A value JSON can carry: bytes become {"$b64": ...}, non-finite floats become strings."""
+_PLAIN_TYPES = frozenset({str, int, bool, type(None)})
+
+
+def _plain(mapping: dict, numbers_as_text: bool) -> bool:
+    """Whether JSON carries this flat mapping as it is (text keys, scalar values)."""
+    for key, item in mapping.items():
+        kind = type(item)
+        if type(key) is not str:
+            return False
+        if kind in _PLAIN_TYPES:
+            continue
+        if kind is float and (not numbers_as_text or math.isfinite(item)):
+            continue
+        return False
+    return True
+
+
+def json_safe(value: Any, numbers_as_text: bool = True) -> Any:
+    """A value JSON can carry: bytes become {"$b64": ...}; NaN and infinities become strings,
+    unless `numbers_as_text` is False (archives keep them as numbers, so that a restore gives
+    back what was removed, not its picture: Python's json writes and reads NaN / Infinity)."""
     if isinstance(value, bytes):
         return {"$b64": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, float) and not math.isfinite(value):
+    if numbers_as_text and isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if type(value) is dict and _plain(value, numbers_as_text):
+        return value  # the common row or record: nothing to convert, nothing to copy
     # Loops rather than comprehensions: one frame per level, so deep data stays within reach.
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            out[str(key)] = json_safe(item)
+            out[str(key)] = json_safe(item, numbers_as_text)
         return out
     if isinstance(value, list):
         items = []
         for item in value:
-            items.append(json_safe(item))
+            items.append(json_safe(item, numbers_as_text))
         return items
     return value
 

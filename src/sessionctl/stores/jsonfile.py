@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import busy_error, store_error
-from ..core.fsutil import PRIVATE_FILE, atomic_write, os_error_text
+from ..core.fsutil import PRIVATE_FILE, atomic_write, os_error_text, remove_stale_temps
 from ..core.mapping import lookup
 from ..core.model import Record
 from .base import ArchiveFn, Candidate, RemoveOutcome, Store, canonical_bytes, require_exists
@@ -248,6 +248,7 @@ class JsonFileStore(Store):
         if selected is None:
             raise RuntimeError("remove() before the store was read")
         self._check_writable()
+        remove_stale_temps(self.path)  # a killed run's half-written temp file
         archived: set = set()
         for _attempt in range(REWRITE_ATTEMPTS):
             with self._latest() as (latest, unchanged):
@@ -341,6 +342,7 @@ class JsonFileStore(Store):
 
     def insert(self, entries: list[dict], id_path: str | None) -> tuple[int, int]:
         self._check_writable()
+        remove_stale_temps(self.path)  # a killed run's half-written temp file
         for _attempt in range(REWRITE_ATTEMPTS):
             with self._latest() as (document, unchanged):
                 restored = self._insert_into(document, unchanged, entries, id_path)

@@ -32,10 +32,10 @@ from ..audit import (
 from ..context import StoreContext
 from ..errors import ExitCode, SessionctlError, nested_too_deeply, usage_error
 from ..hooks import check_hook, run_hook
-from ..model import Reason, Record, Session, Verdict
+from ..model import Record, Session, Verdict
 from ..redact import json_safe
 from ..timeparse import to_iso
-from .scan import judged
+from .scan import judge_left_over, judged
 
 #: Rows per delete transaction, chosen with bench/batch_size.py (100k Django sessions, an
 #: application writing meanwhile): from 200 to 2000 rows the run gets about twice as fast while
@@ -481,33 +481,22 @@ def _pushed_choices(ctx: StoreContext, plan, selection: _Selection):
     """The same, from the store's own selection: only selected rows and rows it left to us."""
     options = selection.options
     codes = plan.reason_codes(expired=options.expired, invalid=options.invalid)
-    duplicates = plan.duplicate_keys
-    id_path = ctx.mapping.path("id")
     for record, flags in plan.select(codes, options.everything):
         if flags is not None:  # decided by the store: only the id is needed
             yield record, ctx.mapper.id_of(record), flags, None
-            continue
-        session = ctx.mapper.session(record)
-        verdict = ctx.judge.verdict(session, ctx.now)
-        if record.key in duplicates:
-            verdict.invalid.append(
-                Reason(model.DUPLICATE_ID, "an earlier record has the same id", id_path)
-            )
-        yield record, session.id, selection.reasons(verdict), session
+        else:
+            yield _judged_here(ctx, plan, record, selection)
 
 
 def _undecidable_choices(ctx: StoreContext, plan, selection: _Selection):
     """The rows the store left to Python, judged here."""
-    duplicates = plan.duplicate_keys
-    id_path = ctx.mapping.path("id")
     for record in plan.records(plan.left_to_python):
-        session = ctx.mapper.session(record)
-        verdict = ctx.judge.verdict(session, ctx.now)
-        if record.key in duplicates:
-            verdict.invalid.append(
-                Reason(model.DUPLICATE_ID, "an earlier record has the same id", id_path)
-            )
-        yield record, session.id, selection.reasons(verdict), session
+        yield _judged_here(ctx, plan, record, selection)
+
+
+def _judged_here(ctx: StoreContext, plan, record: Record, selection: _Selection):
+    session, verdict = judge_left_over(ctx, plan, record)
+    return record, session.id, selection.reasons(verdict), session
 
 
 def _note_selected(result: CleanupResult, session_id, key, codes: list[str]) -> None:

@@ -25,12 +25,24 @@ def judged(ctx: StoreContext) -> Iterator[tuple[Session, Verdict]]:
             # Hashes rather than ids keep this set small for stores of millions.
             digest = hash(session.id)
             if digest in seen:
-                verdict.invalid.append(
-                    Reason(model.DUPLICATE_ID, "an earlier record has the same id", id_path)
-                )
+                verdict.invalid.append(duplicate_reason(ctx))
             else:
                 seen.add(digest)
         yield session, verdict
+
+
+def duplicate_reason(ctx: StoreContext) -> Reason:
+    return Reason(model.DUPLICATE_ID, "an earlier record has the same id", ctx.mapping.path("id"))
+
+
+def judge_left_over(ctx: StoreContext, plan, record) -> tuple[Session, Verdict]:
+    """A row the store's own query could not judge exactly, judged in Python; duplicates as
+    the store found them, since Python sees only these rows."""
+    session = ctx.mapper.session(record)
+    verdict = ctx.judge.verdict(session, ctx.now)
+    if record.key in plan.duplicate_keys:
+        verdict.invalid.append(duplicate_reason(ctx))
+    return session, verdict
 
 
 def age_of(session: Session, now: float) -> float | None:

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 from ..audit import read_audit
 from ..context import StoreContext
-from ..model import ACTIVE, AGE_BUCKETS, DUPLICATE_ID, Reason, Session, Verdict
+from ..model import ACTIVE, AGE_BUCKETS, Session, Verdict
 from ..timeparse import format_duration, to_iso
-from .scan import judged
+from .scan import judge_left_over, judged
 
 
 @dataclass
@@ -171,15 +171,8 @@ def _count_pushed(ctx: StoreContext, stats: StoreStats, plan) -> None:
     stats.group_count = part["group_count"]
     stats.top_groups = part["top_groups"]
     stats.groups_over_cap = part["groups_over_cap"]
-    duplicates = plan.duplicate_keys
-    id_path = ctx.mapping.path("id")
     for record in plan.undecidable():
-        session = ctx.mapper.session(record)
-        verdict = ctx.judge.verdict(session, ctx.now)
-        if record.key in duplicates:
-            verdict.invalid.append(
-                Reason(DUPLICATE_ID, "an earlier record has the same id", id_path)
-            )
+        session, verdict = judge_left_over(ctx, plan, record)
         _count(stats, session, verdict)
 
 
