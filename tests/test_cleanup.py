@@ -531,11 +531,17 @@ def test_interrupt_stops_between_batches_and_reports(tmp_path, state_dir):
         f'[ "$n" = 5 ] && kill -INT $PPID && sleep 1\nexit 0\n'
     )
     env = {**os.environ, "SESSIONCTL_STATE_DIR": str(state_dir)}
+    # Python leaves SIGINT ignored when it starts ignored (as in a background job, which is how
+    # some CI runners start the suite): restore the usual handler, as in a terminal.
+    terminal_like = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'sessionctl'; runpy.run_module('sessionctl', run_name='__main__')"
+    )
     done = subprocess.run(
         [
             sys.executable,
-            "-m",
-            "sessionctl",
+            "-c",
+            terminal_like,
             "cleanup",
             *store.args,
             "--expired",
