@@ -143,29 +143,32 @@ def _rich_table(rows: Iterable[dict], columns: list[Column]) -> int:
     head = list(islice(iterator, RICH_TABLE_LIMIT + 1))
     if len(head) > RICH_TABLE_LIMIT:
         return _plain_table(chain(head, iterator), columns, sys.stdout)
+    if not head:
+        return 0
     from rich import box
     from rich.markup import escape
     from rich.table import Table
 
+    cells = [[text_of(column.cell(row)) for column in columns] for row in head]
+    # A terminal is narrow: leave out columns the store has nothing for (a Django table has
+    # no creation time, so no age either). Piped and machine formats keep every column.
+    shown = [i for i in range(len(columns)) if any(line[i] != "-" for line in cells)] or [0]
     table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
-    for column in columns:
-        table.add_column(column.header, overflow="fold")
-    count = 0
-    for row in head:
-        line = []
-        for column in columns:
-            text = text_of(column.cell(row))
-            if column.key == "status" and colour_allowed():
-                style = STATUS_STYLE.get(text)
-                text = f"[{style}]{text}[/]" if style else text
-            else:
-                text = escape(text)
-            line.append(text)
-        table.add_row(*line)
-        count += 1
-    if count:
-        rich_console().print(table)
-    return count
+    for i in shown:
+        # Cells stay on one line (a folded timestamp is unreadable); the last column may wrap.
+        last = i == shown[-1]
+        table.add_column(
+            columns[i].header, no_wrap=not last, overflow="fold" if last else "ellipsis"
+        )
+    for line in cells:
+        out = []
+        for i in shown:
+            text = line[i]
+            style = STATUS_STYLE.get(text) if columns[i].key == "status" else None
+            out.append(f"[{style}]{text}[/]" if style and colour_allowed() else escape(text))
+        table.add_row(*out)
+    rich_console().print(table)
+    return len(cells)
 
 
 # --- single results --------------------------------------------------------------------------
@@ -272,7 +275,12 @@ def stats_text(stats: dict, rich: bool) -> str:
             text += f"  {esc(text_of(item['group']).ljust(width), rich)}  {item['count']}\n"
     histogram = stats["age_histogram"]
     largest = max(item["count"] for item in histogram)
-    text += "\n" + markup("Age histogram (time since creation)", "bold", rich) + "\n"
+    dated = sum(item["count"] for item in histogram if item["bucket"] != "undated")
+    if dated:
+        text += "\n" + markup("Age histogram (time since creation)", "bold", rich) + "\n"
+    elif stats["total"]:
+        text += "\nNo age histogram: the store keeps no creation or access times.\n"
+        histogram = []
     for item in histogram:
         if item["bucket"] == "undated" and not item["count"]:
             continue
