@@ -285,3 +285,17 @@ def test_help_everywhere(cli):
 def test_no_store_given_is_a_usage_error(cli):
     line = one_line_error(cli("list", code=2))
     assert "no store given" in line
+
+
+def test_terminal_table_leaves_out_columns_the_store_lacks(cli, tmp_path, monkeypatch):
+    from sessionctl import render
+
+    monkeypatch.setattr(render, "stdout_is_terminal", lambda: True)
+    monkeypatch.setenv("COLUMNS", "120")
+    store = build(tmp_path, "django", "django", "sqlite", [], n=5)
+    out = cli("list", *store.args).stdout
+    header = out.strip().splitlines()[0].split()
+    assert header == ["ID", "STATUS", "EXPIRES", "REASONS"]  # Django keeps no creation time
+    assert store.ids["active"][0] in out
+    piped = cli("list", *store.args, "-f", "csv").stdout.splitlines()[0]
+    assert piped.split(",")[:4] == ["id", "status", "group", "created"]  # machines get them all
