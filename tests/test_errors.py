@@ -200,4 +200,7 @@ def test_a_mapping_naming_missing_columns_is_refused(cli, tmp_path):
     assert "'session_id' is not a column of django_session" in line and "preset" in line
     line = one_line_error(cli("list", "-s", db, "--field", "group=owner", code=USAGE))
     assert "'owner' is not a column" in line
+    # A field named like a role is checked as a column too.
+    line = one_line_error(cli("list", "-s", db, "--field", "id=id", code=USAGE))
+    assert "'id' is not a column" in line
     assert db.read_bytes() == before

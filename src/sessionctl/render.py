@@ -26,10 +26,6 @@ def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
-def stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()
-
-
 def colour_allowed() -> bool:
     return "NO_COLOR" not in os.environ
 

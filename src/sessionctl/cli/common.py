@@ -128,12 +128,6 @@ class StatsFormat(StrEnum):
     prometheus = "prometheus"
 
 
-FORMAT_HELP = (
-    "Output format: a table on a terminal (plain text when piped), or stable machine formats. "
-    "Example: --format json"
-)
-
-
 #: The one --format option of commands that print rows, and of those that print one result.
 RowFormatOpt = Annotated[
     RowFormat,
@@ -425,6 +419,9 @@ def explain(ctx) -> None:
     )
     if ctx.spec.name:
         say(f"  chosen by name {ctx.spec.name!r} from {ctx.config.path}")
+    details = {k: v for k, v in ctx.store.describe().items() if k not in ("kind", "path", "table")}
+    shown = {k: ", ".join(map(str, v)) if isinstance(v, list) else v for k, v in details.items()}
+    say("  " + "; ".join(f"{key}: {value or '-'}" for key, value in shown.items()))
     say(f"  preset: {ctx.preset.name if ctx.preset else 'none (fields detected by name)'}")
     for row in ctx.mapping.explain():
         say(f"  {row['role']:<9} <- {row['path'] or '(none)'}   [{row['from']}]")

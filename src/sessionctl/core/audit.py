@@ -140,10 +140,6 @@ class ArchiveWriter:
                 self._raw.close()
             self._gzip = None
 
-    @property
-    def written(self) -> bool:
-        return self.count > 0
-
 
 @dataclass
 class ArchiveContents:

@@ -13,6 +13,7 @@ from .config import ENV_STORE, Config, Settings, state_dir, store_settings
 from .errors import usage_error
 from .mapping import (
     KEY_PATH,
+    ROLES,
     Mapper,
     Mapping,
     Preset,
@@ -182,11 +183,10 @@ def _check_columns(store: Store, mapping: Mapping, rules: Rules) -> None:
     columns = getattr(store, "columns", None)
     if columns is None:
         return
-    named = {role: mapping.path(role) for role in mapping.fields if mapping.path(role)}
-    named.update({f"rule on {path}": path for path in rules.required if path not in named})
-    for what, path in named.items():
-        if path in mapping.fields:  # a role name used as a rule: checked as that role
-            continue
+    named = [(role, mapping.path(role)) for role in ROLES if mapping.path(role)]
+    # Rules name fields, or roles (checked above through their field).
+    named += [(f"rule on {path}", path) for path in rules.required if path not in ROLES]
+    for what, path in named:
         column = path.split(".")[0]
         if column != KEY_PATH and column not in columns:
             raise usage_error(

@@ -25,19 +25,6 @@ COUNT_CAP = "count_cap"
 SIZE_CAP = "size_cap"
 ALL = "all"
 
-EXPIRY_CODES = frozenset({EXPIRED, IDLE, MAX_AGE})
-INVALID_CODES = frozenset(
-    {
-        CORRUPT,
-        MISSING_FIELD,
-        BAD_TIMESTAMP,
-        FUTURE_TIMESTAMP,
-        INCONSISTENT,
-        NOT_ALLOWED,
-        WRONG_TYPE,
-        DUPLICATE_ID,
-    }
-)
 
 ACTIVE, EXPIRED_STATUS, INVALID = "active", "expired", "invalid"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, tzinfo
 
 from .errors import usage_error
 
@@ -150,10 +150,6 @@ def format_duration(seconds: float | None) -> str | None:
         if len(parts) == 2:
             break
     return sign + "".join(parts)
-
-
-def as_timedelta(seconds: float) -> timedelta:
-    return timedelta(seconds=seconds)
 
 
 # --- sizes -----------------------------------------------------------------------------------

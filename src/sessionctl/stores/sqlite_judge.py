@@ -24,6 +24,7 @@ from ..core.mapping import KEY_PATH, ROLES, Mapping
 from ..core.model import AGE_BUCKETS, Record
 from ..core.policy import Policy
 from ..core.timeparse import UTC
+from .sqlite import quote_identifier as quote
 
 _DATE_TIME = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
 #: `YYYY-MM-DD HH:MM:SS[.f{1,6}]`: one GLOB for the row's length (cheaper than a GLOB plus
@@ -45,10 +46,6 @@ NUMERIC_TIME = "typeof({x}) IN ('integer', 'real') AND {x} >= 0 AND {x} < 1e17"
 TIME_ALIASES = {"created": "_c", "accessed": "_a", "expires": "_e"}
 DUPLICATES_TABLE = "temp.sessionctl_duplicate_rows"
 PAGE = 2000
-
-
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _literal(text: str) -> str:

@@ -200,8 +200,9 @@ def index_warnings(ctx: StoreContext, rows: int) -> list[str]:
         return []
     if expires.lower() not in ctx.store.indexed_columns():
         return [
-            f"column {expires} of {ctx.table} has no index: each cleanup reads the whole table "
-            f"(CREATE INDEX ON {ctx.table}({expires}) makes it cheap)"
+            f"column {expires} of {ctx.table} has no index: the application's own expiry "
+            f"queries read the whole table (CREATE INDEX ON {ctx.table}({expires}) makes them "
+            "cheap)"
         ]
     return []
 
