@@ -317,7 +317,7 @@ def test_bash_completion_offers_store_names_from_the_config_as_it_is_now(tmp_pat
 
 
 def test_zsh_completion_works_autoloaded_and_sourced(tmp_path):
-    zsh = need("zsh")
+    zsh = need("zsh", required_in_ci=True)
     config = write_config(tmp_path / "sessionctl.toml", "web", "workers")
     folder = (ROOT / gendocs.COMPLETION_FILES["zsh"]).parent
     program = f"""
@@ -346,7 +346,7 @@ source {folder}/_sessionctl
 
 
 def test_fish_completion_offers_store_names(tmp_path):
-    fish = need("fish")
+    fish = need("fish", required_in_ci=True)
     config = write_config(tmp_path / "sessionctl.toml", "web", "workers", "browsers")
     script = ROOT / gendocs.COMPLETION_FILES["fish"]
     done = subprocess.run(
