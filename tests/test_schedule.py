@@ -351,6 +351,7 @@ def test_line_pins_everything_cron_does_not_have(
 ):
     store, config = web
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "arch").mkdir()
     result = cli(
         "--config", config.name, "schedule", "install", "web-expired", "--every", "15m",
         "--jitter", "30s", "--dry-run", "--",
@@ -770,6 +771,7 @@ def test_hostile_paths_are_safe_in_a_cron_d_line(cli, tmp_path, cron_d, state_di
     folder.mkdir()
     store = build(folder, "raptor `touch pwned4`", "raptor", "jsondir", [])
     expired = expired_left(cli, store.path)
+    (folder / "a%b").mkdir()
     cli(
         "schedule", "install", "h", "--every", "1h", "--system", "--",
         "cleanup", "--expired", "--store", f"jsondir:{store.path}", "--archive", folder / "a%b",
@@ -778,7 +780,8 @@ def test_hostile_paths_are_safe_in_a_cron_d_line(cli, tmp_path, cron_d, state_di
     ran = run_as_cron(line, elsewhere, system=True)
     assert (ran.returncode, ran.stdout, ran.stderr) == (0, "", "")
     assert expired and expired_left(cli, store.path) == set()
-    assert (folder / "a%b").is_file()  # the archive went exactly where it was asked to
+    # The archive went exactly where it was asked to: a file of its own in that folder.
+    assert len(list((folder / "a%b").rglob("*.ndjson.gz"))) == 1
     assert list(elsewhere.iterdir()) == []
     nothing_executed(tmp_path)
 

@@ -16,6 +16,7 @@ from .common import (
     open_store_context,
     say,
     store_command,
+    store_overrides,
 )
 from .progress import Progress
 
@@ -206,20 +207,22 @@ def cleanup_command(
     holds the store.
     Example: sessionctl cleanup --store web --expired --dry-run
     """
+    from ..core.hooks import parse_hook
     from ..core.ops.cleanup import DEFAULT_BATCH_SIZE, CleanupOptions, cleanup
-    from ..core.timeparse import parse_duration, parse_size
+    from ..core.timeparse import parse_duration, parse_now, parse_size
 
+    # Every value is checked before anything happens: no wait, no lock, no removal.
     if archive is not None and no_archive:
         raise usage_error("--archive and --no-archive contradict each other")
-    if everything and not yes and not dry_run and not stdin_is_terminal():
+    size_cap = parse_size(max_size, "--max-size") if max_size is not None else None
+    removes_all = everything or max_count == 0 or size_cap == 0
+    if removes_all and not yes and not dry_run and not stdin_is_terminal():
+        what = "--all" if everything else "--max-count 0" if max_count == 0 else "--max-size 0"
         raise usage_error(
-            "refusing to remove all sessions without a terminal to confirm on", "add --yes"
+            f"refusing to remove all sessions ({what}) without a terminal to confirm on",
+            "add --yes",
         )
-    if jitter is not None:
-        import random
-        import time
-
-        time.sleep(random.uniform(0, parse_duration(jitter, "--jitter")))
+    wait = parse_duration(jitter, "--jitter") if jitter is not None else None
     extra = {}
     if pause is not None:
         extra["pause"] = parse_duration(pause, "--pause")
@@ -228,9 +231,14 @@ def cleanup_command(
     if batch_size is not None:
         extra["batch_size"] = batch_size
     if hook is not None:
-        import shlex
+        extra["on_delete"] = parse_hook(hook, "--hook")
+    store_overrides(store)
+    parse_now(store.now)
+    if wait:
+        import random
+        import time
 
-        extra["on_delete"] = shlex.split(hook)
+        time.sleep(random.uniform(0, wait))
     with open_store_context(store, extra) as ctx:
         settings = ctx.settings
         options = CleanupOptions(
@@ -241,7 +249,7 @@ def cleanup_command(
             if max_per_group is not None
             else settings.get("max_per_group"),
             max_count=max_count,
-            max_size=parse_size(max_size, "--max-size") if max_size is not None else None,
+            max_size=size_cap,
             dry_run=dry_run,
             batch_size=settings.get("batch_size") or DEFAULT_BATCH_SIZE,
             pause=settings.get("pause", 0.0),
@@ -254,6 +262,13 @@ def cleanup_command(
         def confirm(count: int) -> bool:
             if yes:
                 return True
+            if not stdin_is_terminal():
+                # --all was refused before; this is a cap that selected every session.
+                raise usage_error(
+                    f"refusing to remove all {count} sessions of {ctx.label} (the caps select "
+                    "every one) without a terminal to confirm on",
+                    "add --yes",
+                )
             return typer.confirm(f"Remove ALL {count} sessions from {ctx.label}?", err=True)
 
         with Progress(enabled=not quiet, label=f"cleanup {ctx.label}") as progress:

@@ -113,28 +113,48 @@ def _check_now(params: dict[str, Any]) -> None:
     what expired) are usage errors: nothing is installed. A store that cannot be used right now
     (it does not exist yet, say) is only a warning.
     """
-    import shlex
-
-    from ..core.ops.cleanup import DEFAULT_BATCH_SIZE, CleanupOptions, check_options
+    from ..core.hooks import parse_hook
+    from ..core.ops.cleanup import (
+        DEFAULT_BATCH_SIZE,
+        CleanupOptions,
+        check_options,
+        store_is_empty,
+    )
     from ..core.timeparse import parse_duration, parse_size
 
     if params["archive"] is not None and params["no_archive"]:
         raise usage_error("the cleanup after --: --archive and --no-archive contradict each other")
-    if params["everything"] and not params["yes"] and not params["dry_run"]:
+    if params["archive"] is not None and not params["archive"].is_dir():
+        # A run never overwrites an archive: a fixed file would refuse every run but the first.
+        # In a folder, each run writes a file of its own.
         raise usage_error(
-            "a scheduled cleanup --all needs --yes", "cron has no terminal to confirm on"
+            f"a scheduled cleanup needs --archive to be a folder: {params['archive']} "
+            + ("is a file" if params["archive"].exists() else "does not exist"),
+            "each run writes a new archive file in it; create the folder first",
         )
+    max_size = parse_size(params["max_size"], "--max-size") if params["max_size"] else None
+    if not params["yes"] and not params["dry_run"]:
+        if params["everything"]:
+            raise usage_error(
+                "a scheduled cleanup --all needs --yes", "cron has no terminal to confirm on"
+            )
+        for value, option in ((params["max_count"], "--max-count"), (max_size, "--max-size")):
+            if value == 0:
+                raise usage_error(
+                    f"a scheduled cleanup {option} 0 removes every session and needs --yes",
+                    "cron has no terminal to confirm on",
+                )
     extra: dict[str, Any] = {}
     for key, option in (("pause", "--pause"), ("hook_timeout", "--hook-timeout")):
         if params[key] is not None:
             extra[key] = parse_duration(params[key], option)
     if params["jitter"] is not None:
         parse_duration(params["jitter"], "--jitter")
-    max_size = parse_size(params["max_size"], "--max-size") if params["max_size"] else None
+    hook = parse_hook(params["hook"], "--hook") if params["hook"] is not None else None
     try:
         with open_store_context(_store_args(params), extra) as ctx:
             settings = ctx.settings
-            hook = shlex.split(params["hook"]) if params["hook"] else settings.get("on_delete")
+            hook = hook or settings.get("on_delete")
             options = CleanupOptions(
                 expired=params["expired"],
                 invalid=params["invalid"],
@@ -149,6 +169,14 @@ def _check_now(params: dict[str, Any]) -> None:
                 hook=hook,
             )
             check_options(ctx, options)
+            expiry_unknown = not ctx.policy.describes_expiry(ctx.mapping)
+            if options.expired and expiry_unknown and store_is_empty(ctx):
+                # check_options lets an empty store through: a run on it is a no-op.
+                say(
+                    f"warning: {ctx.label} is empty, so what its sessions will look like is "
+                    "unknown; give --idle-timeout, --max-age or --field expires=FIELD if the "
+                    "scheduled runs cannot tell which sessions are expired"
+                )
     except SessionctlError as exc:
         if exc.code == ExitCode.USAGE:
             raise usage_error(f"the scheduled cleanup would fail: {exc.one_line()}") from None

@@ -99,6 +99,10 @@ def load_config(explicit: str | None = None) -> Config:
             raise usage_error(f"cannot read config file {path}: {exc.strerror}") from None
         if exists:
             return Config(path=path.absolute(), chosen_by=chosen_by, data=_read_toml(path))
+        if path.is_dir():
+            raise usage_error(
+                f"config file {path} is a folder", "give the path of the TOML file in it"
+            )
         if chosen_by in ("--config", f"${ENV_CONFIG}"):
             raise usage_error(
                 f"config file {path} does not exist", "create one with: sessionctl config init"
@@ -156,6 +160,14 @@ def convert(key: str, value: Any, kind: str, where: str) -> Any:
         if value is None:
             return None
         if kind == "duration":
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if number and value != 0 and where != "default":
+                # TOML `idle_timeout = 5` would silently be 5 seconds: say the unit.
+                raise usage_error(
+                    f"{label}: {value!r} has no unit",
+                    f'write it as a string with one, e.g. "{value}s", "{value}m", '
+                    f'"{value}h" or "{value}d"',
+                )
             return parse_duration(value, label)
         if kind == "count":
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

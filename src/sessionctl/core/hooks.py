@@ -8,13 +8,30 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import shutil
 import signal
 import subprocess
+import time
 
 from .errors import usage_error
 from .redact import scrub, secret_texts
 from .timeparse import format_duration
+
+
+def parse_hook(text: str, what: str = "--hook") -> list[str]:
+    """A hook command line, split as a shell would split it (never run by one)."""
+    import shlex
+
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise usage_error(
+            f"{what}: cannot split {text!r}: {str(exc).lower()}", "check the quotes"
+        ) from None
+    if not argv:
+        raise usage_error(f"{what}: empty command", "give the program to run for each session")
+    return argv
 
 
 def check_hook(argv: list[str]) -> None:
@@ -49,11 +66,10 @@ def run_hook(
         )
     except OSError as exc:
         return f"hook could not start: {exc.strerror or exc}"
-    try:
-        _, stderr = process.communicate(payload, timeout=timeout)
-    except subprocess.TimeoutExpired:
+    stderr, finished = _exchange(process, payload, timeout)
+    if not finished:
         _kill_group(process)
-        process.communicate()
+        process.wait()
         return f"hook timed out after {format_duration(timeout)}"
     if process.returncode != 0:
         lines = stderr.decode("utf-8", "replace").strip().splitlines()
@@ -65,6 +81,83 @@ def run_hook(
             return f"hook killed by signal {-process.returncode}{detail}"
         return f"hook exited with status {process.returncode}{detail}"
     return None
+
+
+#: After the hook exits, how long its pipes may take to reach end of file. A background child
+#: the hook left behind may hold them open for ever: the hook is judged by its own exit.
+EXIT_GRACE = 0.2
+#: How often a running hook is checked for having exited while its pipes stay open.
+_POLL = 0.05
+#: The hook's stderr kept for the error message: its end.
+_STDERR_KEPT = 64 * 1024
+
+
+def _exchange(process: subprocess.Popen, payload: bytes, timeout: float) -> tuple[bytes, bool]:
+    """Feed stdin, collect stderr, wait for the exit: (stderr, False when it timed out).
+
+    Unlike `communicate`, this does not wait for end of file on the pipes once the hook has
+    exited: a child the hook started in the background inherits them.
+    """
+    assert process.stdin is not None and process.stderr is not None
+    deadline = time.monotonic() + timeout
+    selector = selectors.DefaultSelector()
+    pending = memoryview(payload)
+    stderr = bytearray()
+    os.set_blocking(process.stderr.fileno(), False)
+    selector.register(process.stderr, selectors.EVENT_READ)
+    if pending:
+        os.set_blocking(process.stdin.fileno(), False)
+        selector.register(process.stdin, selectors.EVENT_WRITE)
+    else:
+        process.stdin.close()
+    exited_at = None
+    try:
+        while True:
+            now = time.monotonic()
+            if exited_at is None and process.poll() is not None:
+                exited_at = now
+            if exited_at is not None:
+                if not selector.get_map() or now - exited_at >= EXIT_GRACE:
+                    return bytes(stderr), True
+                wait = EXIT_GRACE - (now - exited_at)
+            elif now >= deadline:
+                return bytes(stderr), False
+            elif not selector.get_map():
+                try:
+                    process.wait(deadline - now)
+                except subprocess.TimeoutExpired:
+                    return bytes(stderr), False
+                continue
+            else:
+                wait = min(_POLL, deadline - now)
+            for key, _ in selector.select(wait):
+                pipe = key.fileobj
+                if pipe is process.stdin:
+                    try:
+                        written = os.write(pipe.fileno(), pending[:65536])
+                    except BlockingIOError:
+                        continue
+                    except OSError:  # the hook does not read its stdin: that is its business
+                        written = len(pending)
+                    pending = pending[written:]
+                    if not pending:
+                        selector.unregister(pipe)
+                        pipe.close()
+                else:
+                    try:
+                        chunk = os.read(pipe.fileno(), 65536)
+                    except BlockingIOError:
+                        continue
+                    if chunk:
+                        stderr += chunk
+                        del stderr[:-_STDERR_KEPT]
+                    else:
+                        selector.unregister(pipe)
+                        pipe.close()
+    finally:
+        for key in list(selector.get_map().values()):
+            key.fileobj.close()
+        selector.close()
 
 
 def _kill_group(process: subprocess.Popen) -> None:

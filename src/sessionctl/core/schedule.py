@@ -48,7 +48,6 @@ from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import parse_qs
 
 from .errors import ExitCode, SessionctlError, usage_error
 from .fsutil import atomic_write, ensure_private_dir, os_error_text
@@ -206,8 +205,10 @@ def pin_address(text: str, store_names: Collection[str]) -> str:
     prefix, rest = (match.group(1) + ":", match.group(2)) if match else ("", text)
     query = ""
     if "?" in rest and prefix in ("", "sqlite:"):
+        # Split where the store's address parser splits (it checks the parameters).
         base, _, params = rest.rpartition("?")
-        if "table" in parse_qs(params) and (prefix or Path(base).expanduser().exists()):
+        bare = Path(base).expanduser().exists() and not Path(rest).expanduser().exists()
+        if prefix or bare:
             rest, query = base, "?" + params
     return prefix + str(Path(rest).expanduser().absolute()) + query
 

@@ -109,6 +109,9 @@ def parse_now(text: str | None) -> float:
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+#: The longest duration any option takes: 100 years. Far beyond it a value is a typo, and
+#: sleeps, timeouts and date arithmetic would overflow.
+MAX_DURATION = 36500 * 86400.0
 
 
 def parse_duration(text: str | int | float, what: str = "duration") -> float:
@@ -118,10 +121,10 @@ def parse_duration(text: str | int | float, what: str = "duration") -> float:
     if isinstance(text, (int, float)):
         if not math.isfinite(text) or text < 0:
             raise usage_error(f"{what}: must be a positive duration, got {text!r}")
-        return float(text)
+        return _bounded(float(text), text, what)
     compact = str(text).strip().lower().replace(" ", "")
     if re.fullmatch(r"\d+(\.\d+)?", compact):
-        return float(compact)
+        return _bounded(float(compact), text, what)
     position = 0
     total = 0.0
     for match in _DURATION_PART.finditer(compact):
@@ -133,7 +136,15 @@ def parse_duration(text: str | int | float, what: str = "duration") -> float:
         raise usage_error(
             f"{what}: not a duration: {str(text)!r}", "use e.g. 90s, 30m, 12h, 7d, 2w or 1d12h"
         )
-    return total
+    return _bounded(total, text, what)
+
+
+def _bounded(seconds: float, text: object, what: str) -> float:
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:
+        raise usage_error(
+            f"{what}: {_shorten(str(text))!r} is too long a duration", "the longest is 36500d"
+        )
+    return seconds
 
 
 def format_duration(seconds: float | None) -> str | None:

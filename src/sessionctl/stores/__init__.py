@@ -30,14 +30,38 @@ def parse_address(text: str, name: str | None = None) -> StoreSpec:
     table = None
     if "?" in rest and (kind in (None, "sqlite")):
         base, _, query = rest.rpartition("?")
-        params = parse_qs(query)
-        if "table" in params and (kind == "sqlite" or Path(base).expanduser().exists()):
-            rest, table = base, params["table"][0]
+        bare = Path(base).expanduser().exists() and not Path(rest).expanduser().exists()
+        if kind == "sqlite" or bare:
+            rest, table = base, _table_parameter(query, text)
             kind = kind or "sqlite"
     path = Path(rest).expanduser().absolute()
     if kind is None:
         kind = _detect_kind(path)
     return StoreSpec(kind=kind, path=path, table=table, name=name)
+
+
+#: The parameters a `sqlite:PATH?...` address takes.
+SQLITE_PARAMETERS = ("table",)
+
+
+def _table_parameter(query: str, address: str) -> str | None:
+    """The table named by the `?table=NAME` of an address; usage error for anything else."""
+    params = parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(params) - set(SQLITE_PARAMETERS))
+    if unknown or (query and not params):
+        named = ", ".join(repr(name) for name in unknown) or repr(query)
+        raise usage_error(
+            f"store {address}: unknown parameter {named}",
+            f"a SQLite address takes only {', '.join(p + '=NAME' for p in SQLITE_PARAMETERS)}",
+        )
+    tables = params.get("table")
+    if tables is None:
+        return None
+    if len(tables) > 1:
+        raise usage_error(f"store {address}: table= given {len(tables)} times")
+    if not tables[0].strip():
+        raise usage_error(f"store {address}: empty table name", "give ?table=NAME")
+    return tables[0]
 
 
 def _detect_kind(path: Path) -> str:

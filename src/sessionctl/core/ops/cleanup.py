@@ -362,7 +362,8 @@ def check_options(ctx: StoreContext, options: CleanupOptions) -> None:
             "say what to remove",
             "use --expired, --invalid, --all, or a cap such as --max-per-group",
         )
-    if options.expired and not ctx.policy.describes_expiry(ctx.mapping):
+    if options.expired and not ctx.policy.describes_expiry(ctx.mapping) and not store_is_empty(ctx):
+        # An empty store (emptied by the last run, say) has nothing to map: nothing to do.
         raise usage_error(
             f"cannot tell which sessions of {ctx.label} are expired: no expiry field is mapped "
             "and no idle timeout or max age is set",
@@ -372,6 +373,22 @@ def check_options(ctx: StoreContext, options: CleanupOptions) -> None:
         raise usage_error("--batch-size must be at least 1")
     if options.hook:
         check_hook(options.hook)
+
+
+def _triggers_text(triggers: list[tuple[str, str]]) -> str:
+    named = ", ".join(f"{name} on {table}" for table, name in triggers)
+    return f"DELETE trigger(s) {named} may change rows that no archive keeps"
+
+
+def store_is_empty(ctx: StoreContext) -> bool:
+    """True when the store holds no record at all (read until the first one)."""
+    records = iter(ctx.store.iter_records())
+    try:
+        return next(records, None) is None
+    finally:
+        close = getattr(records, "close", None)
+        if close is not None:
+            close()
 
 
 def count_sessions(ctx: StoreContext) -> int:
@@ -436,9 +453,22 @@ def cleanup(
         if plan is not None:
             # The store only handed over what it selected (and rows it could not judge).
             result.total = max(result.total, rows_before)
+        capped = 0
         for candidate, code in selection.over_caps():
             _note_selected(result, candidate.id, candidate.key, [code])
             collected.append((candidate, [code]))
+            capped += 1
+        if (
+            remover is not None
+            and capped
+            and not options.everything
+            and len(collected) == result.total
+            and confirm is not None
+            and not confirm(len(collected))
+        ):
+            # Caps that select every session remove as much as --all: the same confirmation.
+            result.aborted = True
+            return result
         if remover is not None:
             for candidate, codes in collected:
                 remover.add(candidate, codes)
