@@ -135,7 +135,8 @@ def cleanup_command(
         typer.Option(
             "--yes",
             "-y",
-            help="Do not ask before --all (required without a terminal). Example: cleanup --all -y",
+            help="Do not ask before --all or a cap that removes every session (required "
+            "without a terminal). Example: cleanup --all -y",
         ),
     ] = False,
     batch_size: Annotated[
@@ -186,6 +187,14 @@ def cleanup_command(
         typer.Option(
             "--no-archive",
             help="Do not archive removed sessions (they cannot be restored). Example: --no-archive",
+        ),
+    ] = False,
+    allow_triggers: Annotated[
+        bool,
+        typer.Option(
+            "--allow-triggers",
+            help="Remove even from tables with DELETE triggers (SQLite), whose own changes no "
+            "archive keeps; --explain and a dry run name them. Example: cleanup --expired --allow-triggers",
         ),
     ] = False,
     jitter: Annotated[
@@ -257,6 +266,7 @@ def cleanup_command(
             hook_timeout=settings["hook_timeout"],
             archive=bool(settings["archive"]) and not no_archive,
             archive_path=archive,
+            allow_triggers=allow_triggers,
         )
 
         def confirm(count: int) -> bool:

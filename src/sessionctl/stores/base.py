@@ -99,6 +99,11 @@ class Store(ABC):
         """Fields the store itself keeps unique (a primary key, a UNIQUE index)."""
         return set()
 
+    def delete_triggers(self) -> list[tuple[str, str]]:
+        """(table, trigger) for triggers a removal here sets off: what they change is beyond
+        the archive, so a cleanup removes from such a store only when told to."""
+        return []
+
     @abstractmethod
     def size_bytes(self) -> int: ...
 

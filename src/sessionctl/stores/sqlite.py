@@ -8,8 +8,11 @@ rows still exactly as selected, archive them, DELETE, COMMIT.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
@@ -24,10 +27,82 @@ READ_PAGE = 2000
 #: Bound parameters per statement, well under every SQLite build's limit.
 MAX_PARAMS = 500
 DEFAULT_BUSY_TIMEOUT = 5.0
+#: The names SQLite gives the rowid, unless a column of the table takes them.
+ROWID_ALIASES = ("rowid", "_rowid_", "oid")
 
 
 def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+class BadText(bytes):
+    """A TEXT value whose bytes are not UTF-8 (`CAST(x'ff41' AS TEXT)`): kept as its bytes,
+    archived as {"$text_b64": ...} and put back as TEXT, byte for byte."""
+
+
+class _BadRow(tuple):
+    """A fetched row holding at least one BadText value."""
+
+
+def _decode_text(raw: bytes):
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return BadText(raw)
+
+
+def _is_utf8(value) -> int:
+    """SQL function: 1 when a blob's bytes are UTF-8 as Python reads them (strictly)."""
+    try:
+        bytes(value).decode()
+    except (UnicodeDecodeError, TypeError):
+        return 0
+    return 1
+
+
+#: SQL: the value `{x}` is not TEXT, or is text Python can read. The cheap part first: plain
+#: ASCII with no NUL (GLOB and length() both stop at a NUL, so the length check catches one).
+SOUND_TEXT = (
+    "(typeof({x}) != 'text' OR ({x} NOT GLOB '*[^\x01-\x7f]*'"
+    " AND length({x}) = length(CAST({x} AS BLOB))) OR sessionctl_utf8(CAST({x} AS BLOB)))"
+)
+
+
+def fetch_rows(conn: sqlite3.Connection, sql: str, params=()) -> list[tuple]:
+    """All rows of a SELECT; when a TEXT value is not UTF-8, the rows again with such values
+    as BadText (and their rows as _BadRow) instead of the whole read failing."""
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if not str(exc).startswith("Could not decode to UTF-8"):
+            raise
+    conn.text_factory = _decode_text
+    try:
+        rows = conn.execute(sql, params).fetchall()
+    finally:
+        conn.text_factory = str
+    return [
+        _BadRow(row) if any(type(v) is BadText for v in row) else row  # noqa: E721
+        for row in rows
+    ]
+
+
+def encode_value(value):
+    """A column value as JSON can carry it and `decode_value` gives back exactly."""
+    if isinstance(value, BadText):
+        return {"$text_b64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, bytes):
+        return {"$b64": base64.b64encode(value).decode("ascii")}
+    return value
+
+
+def decode_value(value):
+    if isinstance(value, dict) and len(value) == 1:
+        if "$text_b64" in value:
+            return BadText(base64.b64decode(value["$text_b64"]))
+        if "$b64" in value:
+            return base64.b64decode(value["$b64"])
+    return value
 
 
 def _chunks(items: list, size: int = MAX_PARAMS) -> Iterator[list]:
@@ -56,7 +131,10 @@ class SqliteStore(Store):
         # Read-write where allowed even for reading: a reader must be able to roll back the
         # hot journal an application (or a killed cleanup) left behind, or SQLite refuses to
         # read at all. The reader itself never changes the database.
-        self._reader = self._connect("rw" if os.access(self.path, os.W_OK) else "ro")
+        # A file without write bits is read-only even for root (who `os.access` says may
+        # write anything): it is opened read-only and never written.
+        writable = bool(info.st_mode & 0o222) and os.access(self.path, os.W_OK)
+        self._reader = self._connect("rw" if writable else "ro")
         self._writer: sqlite3.Connection | None = None
         self.table = self._choose_table(spec.table)
         self.columns = self._columns(self.table)
@@ -77,6 +155,7 @@ class SqliteStore(Store):
             )
             if mode == "rw":
                 conn.execute("PRAGMA foreign_keys = ON")  # so ON DELETE CASCADE is honoured
+            conn.create_function("sessionctl_utf8", 1, _is_utf8, deterministic=True)
         return conn
 
     @contextlib.contextmanager
@@ -103,8 +182,25 @@ class SqliteStore(Store):
         except sqlite3.DatabaseError as exc:
             raise store_error(f"{self.path} is corrupt or not a database: {exc}") from None
 
+    def _check_writable(self) -> None:
+        """Before anything is archived: a database made read-only (chmod a-w, which even root
+        is held to here, as `rm` asks first) or whose folder cannot take its journal is left
+        as it is."""
+        info = require_exists(self.path, "SQLite database")
+        if not info.st_mode & 0o222 or not os.access(self.path, os.W_OK):
+            raise store_error(
+                f"{self.path} is read-only (mode {info.st_mode & 0o7777:04o}); nothing was changed",
+                "make it writable to clean it up",
+            )
+        if not os.access(self.path.parent, os.W_OK | os.X_OK):
+            raise store_error(
+                f"cannot write in {self.path.parent}: permission denied or read-only "
+                f"(SQLite keeps its journal beside {self.path.name}); nothing was changed"
+            )
+
     def _writer_conn(self) -> sqlite3.Connection:
         if self._writer is None:
+            self._check_writable()
             self._writer = self._connect("rw")
             with self.translate_errors("write"):
                 if self._writer.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
@@ -122,7 +218,7 @@ class SqliteStore(Store):
 
     def query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
         with self.translate_errors("read"):
-            return self._reader.execute(sql, params).fetchall()
+            return fetch_rows(self._reader, sql, params)
 
     # -- schema ----------------------------------------------------------------------------
 
@@ -171,42 +267,119 @@ class SqliteStore(Store):
         return winners[0]
 
     def _key_column(self) -> str:
+        """The name the store addresses rows by: a rowid alias no column shadows (a column
+        named `rowid`, `oid` or `_rowid_` takes that name over), else the primary key."""
         table = quote_identifier(self.table)
-        try:
-            self._reader.execute(f"SELECT rowid FROM {table} LIMIT 1").fetchall()
-            return "rowid"
-        except sqlite3.OperationalError:
-            pass
+        names = {c.lower() for c in self.columns}
+        for alias in ROWID_ALIASES:
+            if alias in names:
+                continue  # the name means the user's column here, not the rowid
+            try:
+                self._reader.execute(f"SELECT {alias} FROM {table} LIMIT 1").fetchall()
+                return alias
+            except sqlite3.OperationalError:
+                break  # a WITHOUT ROWID table: no alias works
         primary = [row[1] for row in self.query(f"PRAGMA table_info({table})") if row[5]]
         if len(primary) != 1:
             raise store_error(
-                f"table {self.table} has neither a rowid nor a single-column primary key",
+                f"table {self.table} has neither an unshadowed rowid nor a single-column "
+                "primary key",
                 "sessionctl cannot address its rows one by one",
             )
         return primary[0]
 
-    def _cascade_children(self) -> list[tuple[str, str, str]]:
-        """(child table, child column, our column) for foreign keys ON DELETE CASCADE to us."""
-        children = []
-        for name in self.tables():
-            if name == self.table:
-                continue
-            for row in self.query(f"PRAGMA foreign_key_list({quote_identifier(name)})"):
-                _, seq, parent, child_column, parent_column, _, on_delete, _ = row
-                ours = parent.lower() == self.table.lower()
-                if ours and on_delete.upper() == "CASCADE" and seq == 0:
-                    children.append((name, child_column, parent_column or self._primary()))
-        return children
+    @property
+    def key_sql(self) -> str:
+        """The key as SQL: a rowid alias bare, a column quoted."""
+        if self.key_column in ROWID_ALIASES:
+            return self.key_column
+        return quote_identifier(self.key_column)
 
-    def _primary(self) -> str:
-        rows = self.query(f"PRAGMA table_info({quote_identifier(self.table)})")
+    @property
+    def rowid_key(self) -> bool:
+        """Whether rows are addressed by their rowid (an integer that orders them)."""
+        return self.key_column in ROWID_ALIASES
+
+    def _cascade_children(self) -> list[tuple[str, tuple, tuple]]:
+        """Every foreign key ON DELETE CASCADE below our table, as (child table, child
+        columns, parent table): a delete here removes rows down the whole tree."""
+        edges: dict[str, list[tuple[str, tuple, tuple]]] = {}
+        for name in self.tables():
+            keys: dict[int, list] = {}
+            for row in self.query(f"PRAGMA foreign_key_list({quote_identifier(name)})"):
+                keys.setdefault(row[0], []).append(row)
+            for rows in keys.values():
+                rows.sort(key=lambda r: r[1])
+                parent, on_delete = rows[0][2], rows[0][6]
+                if on_delete.upper() != "CASCADE":
+                    continue
+                child_columns = tuple(r[3] for r in rows)
+                parent_columns = tuple(r[4] for r in rows)
+                if any(c is None for c in parent_columns):  # REFERENCES parent: its primary key
+                    parent_columns = tuple(self._primary_columns(parent))
+                edges.setdefault(parent.lower(), []).append((name, child_columns, parent_columns))
+        self._edges = edges
+        tree, seen, queue = [], {self.table.lower()}, [self.table]
+        while queue:  # breadth first: every table after the one it hangs from
+            for child, child_columns, _ in edges.get(queue.pop(0).lower(), []):
+                tree.append((child, child_columns, ()))
+                if child.lower() not in seen:
+                    seen.add(child.lower())
+                    queue.append(child)
+        return tree
+
+    def cascade_tables(self) -> list[str]:
+        """Tables a delete here reaches through ON DELETE CASCADE, each after every table of
+        the tree it hangs from (the order rows can be put back in)."""
+        reached = list(dict.fromkeys(child for child, _, _ in self._children))
+        inside = {t.lower() for t in reached} | {self.table.lower()}
+        parents = {
+            t.lower(): {
+                p
+                for p, edges in self._edges.items()
+                if p in inside
+                and p != t.lower()
+                and any(c.lower() == t.lower() for c, _, _ in edges)
+            }
+            for t in reached
+        }
+        placed, order, pending = {self.table.lower()}, [], reached
+        while pending:
+            ready = [t for t in pending if parents[t.lower()] <= placed]
+            if not ready:  # a cycle between tables: no order satisfies it, keep the found one
+                order.extend(pending)
+                break
+            order.extend(ready)
+            placed.update(t.lower() for t in ready)
+            pending = [t for t in pending if t not in ready]
+        return order
+
+    def _primary_columns(self, table: str) -> list[str]:
+        rows = self.query(f"PRAGMA table_info({quote_identifier(table)})")
+        return [row[1] for row in sorted((r for r in rows if r[5]), key=lambda r: r[5])]
+
+    def delete_triggers(self) -> list[tuple[str, str]]:
+        """(table, trigger) for DELETE triggers on our table or a table its cascades reach."""
+        reached = {t.lower() for t in [self.table, *self.cascade_tables()]}
+        found = []
+        for name, table, sql in self.query(
+            "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name"
+        ):
+            header = re.split(r"\bBEGIN\b", sql or "", maxsplit=1, flags=re.IGNORECASE)[0]
+            if table.lower() in reached and re.search(r"\bDELETE\s+ON\b", header, re.I):
+                found.append((table, name))
+        return found
+
+    def _primary(self, table: str | None = None) -> str | None:
+        """The table's single-column primary key, if it has one."""
+        rows = self.query(f"PRAGMA table_info({quote_identifier(table or self.table)})")
         primary = [row[1] for row in rows if row[5]]
-        return primary[0] if primary else "rowid"
+        return primary[0] if len(primary) == 1 else None
 
     def indexed_columns(self) -> set[str]:
         """Columns that lead an index (or the primary key): comparisons on them are cheap."""
         table = quote_identifier(self.table)
-        leading = {self._primary()} if self._primary() != "rowid" else set()
+        leading = {self._primary()} - {None}
         for row in self.query(f"PRAGMA index_list({table})"):
             info = self.query(f"PRAGMA index_info({quote_identifier(row[1])})")
             for seqno, _cid, column in info:
@@ -216,7 +389,7 @@ class SqliteStore(Store):
 
     def unique_fields(self) -> set[str]:
         table = quote_identifier(self.table)
-        unique = {self._primary()}
+        unique = {self._primary()} - {None}
         for row in self.query(f"PRAGMA index_list({table})"):
             if row[2]:  # the index is UNIQUE
                 info = self.query(f"PRAGMA index_info({quote_identifier(row[1])})")
@@ -230,14 +403,41 @@ class SqliteStore(Store):
     # -- reading ---------------------------------------------------------------------------
 
     def _select(self) -> str:
-        key = quote_identifier(self.key_column) if self.key_column != "rowid" else "rowid"
+        key = self.key_sql
         return f"SELECT {key}, * FROM {quote_identifier(self.table)}"
 
     def _record(self, row: tuple) -> Record:
-        return Record(key=row[0], data=dict(zip(self.columns, row[1:])), size=None)
+        return self.make_record(row[0], row[1:], type(row) is _BadRow)
+
+    def make_record(self, key, values, suspect: bool = False) -> Record:
+        """A row as a Record; one with a TEXT value that is not UTF-8 is a corrupt record
+        whose `raw` keeps every value exactly (see `row_from_raw`)."""
+        if suspect:
+            bad = [c for c, v in zip(self.columns, values) if type(v) is BadText]  # noqa: E721
+            if bad:
+                # [[column, value], ...]: JSON, yet no object, which an archive would take
+                # for the record itself.
+                raw = [[c, encode_value(v)] for c, v in zip(self.columns, values)]
+                return Record(
+                    key=key,
+                    data=None,
+                    size=None,
+                    error=f"column {bad[0]} holds text that is not valid UTF-8",
+                    raw=json.dumps(raw, ensure_ascii=False).encode(),
+                )
+        return Record(key=key, data=dict(zip(self.columns, values)), size=None)
+
+    @staticmethod
+    def row_from_raw(raw: bytes) -> dict | None:
+        """The row `make_record` kept in a corrupt record's `raw`, values as stored."""
+        try:
+            row = {column: decode_value(value) for column, value in json.loads(raw)}
+        except (ValueError, TypeError, RecursionError):
+            return None
+        return row if all(isinstance(column, str) for column in row) else None
 
     def iter_records(self) -> Iterator[Record]:
-        key = quote_identifier(self.key_column) if self.key_column != "rowid" else "rowid"
+        key = self.key_sql
         sql = f"{self._select()} WHERE {key} > ? ORDER BY {key} LIMIT {READ_PAGE}"
         first = f"{self._select()} ORDER BY {key} LIMIT {READ_PAGE}"
         last = None
@@ -290,7 +490,8 @@ class SqliteStore(Store):
             "key": self.key_column,
             "journal_mode": self.journal_mode(),
             "indexed_columns": sorted(self.indexed_columns()),
-            "cascades_to": [child for child, _, _ in self._children],
+            "cascades_to": self.cascade_tables(),
+            "delete_triggers": [f"{name} on {table}" for table, name in self.delete_triggers()],
             "rows": self.count(),
         }
 
@@ -306,14 +507,16 @@ class SqliteStore(Store):
     # -- removing --------------------------------------------------------------------------
 
     def fingerprint(self, record: Record) -> Any:
+        if record.data is None:
+            return hash(record.raw)
         return hash(tuple(record.data.values()))
 
     def _fetch(self, conn: sqlite3.Connection, keys: list) -> dict[Any, Record]:
-        key = quote_identifier(self.key_column) if self.key_column != "rowid" else "rowid"
+        key = self.key_sql
         found = {}
         for chunk in _chunks(keys):
             marks = ",".join("?" * len(chunk))
-            for row in conn.execute(f"{self._select()} WHERE {key} IN ({marks})", chunk):
+            for row in fetch_rows(conn, f"{self._select()} WHERE {key} IN ({marks})", chunk):
                 found[row[0]] = self._record(row)
         return found
 
@@ -354,7 +557,7 @@ class SqliteStore(Store):
 
     def delete_keys(self, conn: sqlite3.Connection, keys: list) -> dict:
         """DELETE rows by key inside the caller's transaction; {key: error} for refused ones."""
-        key = quote_identifier(self.key_column) if self.key_column != "rowid" else "rowid"
+        key = self.key_sql
         table = quote_identifier(self.table)
         # A savepoint, so that a refusal undoes only this statement, not the transaction.
         conn.execute("SAVEPOINT sessionctl_delete")
@@ -377,18 +580,44 @@ class SqliteStore(Store):
         return failed
 
     def _attach_children(self, conn: sqlite3.Connection, rows: list[Record]) -> None:
-        for child_table, child_column, parent_column in self._children:
-            columns = self._columns(child_table)
-            for row in rows:
-                parent_value = row.data.get(parent_column, row.key)
-                found = conn.execute(
-                    f"SELECT * FROM {quote_identifier(child_table)} "
-                    f"WHERE {quote_identifier(child_column)} = ?",
-                    (parent_value,),
-                ).fetchall()
-                if found:
-                    row.children = row.children or {}
-                    row.children[child_table] = [dict(zip(columns, v)) for v in found]
+        """Give each row the rows its delete removes through ON DELETE CASCADE, at any depth,
+        by table, parents before children (the order `insert` puts them back in)."""
+        if not self._children:
+            return
+        columns: dict[str, list[str]] = {}
+        order = self.cascade_tables()
+        for row in rows:
+            values = row.data if row.data is not None else self.row_from_raw(row.raw or b"")
+            if values is None:
+                continue
+            found: dict[str, list[dict]] = {}
+            seen: set = set()
+            queue = [(self.table, values)]
+            while queue:
+                table, parent = queue.pop(0)
+                for child, child_columns, parent_columns in self._edges.get(table.lower(), []):
+                    key = [parent.get(c) for c in parent_columns]
+                    if any(v is None for v in key):
+                        continue  # a NULL key matches no child
+                    if child not in columns:
+                        columns[child] = self._columns(child)
+                    where = " AND ".join(f"{quote_identifier(c)} = ?" for c in child_columns)
+                    sql = f"SELECT * FROM {quote_identifier(child)} WHERE {where}"
+                    for values_found in fetch_rows(conn, sql, key):
+                        identity = (child.lower(), tuple(values_found))
+                        if identity in seen:
+                            continue  # a table that cascades to itself
+                        seen.add(identity)
+                        child_row = dict(zip(columns[child], values_found))
+                        found.setdefault(child, []).append(
+                            {
+                                c: encode_value(v) if type(v) is BadText else v  # noqa: E721
+                                for c, v in child_row.items()
+                            }
+                        )
+                        queue.append((child, child_row))
+            if found:
+                row.children = dict(self._restore_order(found, order))
 
     def insert(self, entries: list[dict], id_path: str | None) -> tuple[int, int]:
         conn = self._writer_conn()
@@ -399,6 +628,9 @@ class SqliteStore(Store):
             try:
                 for entry in entries:
                     record = entry.get("record")
+                    if record is None and isinstance(entry.get("raw_b64"), str):
+                        # A row archived as corrupt (text that is not UTF-8): its exact values.
+                        record = self.row_from_raw(base64.b64decode(entry["raw_b64"]))
                     if not isinstance(record, dict):
                         skipped += 1
                         continue
@@ -414,7 +646,7 @@ class SqliteStore(Store):
                         continue
                     try:
                         self._insert_row(conn, self.table, record)
-                        for child_table, rows in (entry.get("children") or {}).items():
+                        for child_table, rows in self._restore_order(entry.get("children")):
                             for child in rows:
                                 self._insert_row(conn, child_table, child)
                         restored += 1
@@ -427,15 +659,40 @@ class SqliteStore(Store):
                 raise
         return restored, skipped
 
+    def _restore_order(self, children, order: list[str] | None = None) -> list[tuple[str, list]]:
+        """Archived cascade rows by table, parents before children as the schema has them."""
+        if not isinstance(children, dict):
+            return []
+        rank = {t.lower(): i for i, t in enumerate(order or self.cascade_tables())}
+        return sorted(children.items(), key=lambda item: rank.get(item[0].lower(), len(rank)))
+
     def _insert_row(self, conn: sqlite3.Connection, table: str, row: dict) -> None:
         known = set(self._columns(table))
         names = [name for name in row if name in known]
-        marks = ",".join("?" * len(names))
+        values = [decode_value(row[name]) for name in names]
+        # Text that is not UTF-8 goes back as TEXT with its exact bytes.
+        marks = ",".join(
+            "CAST(? AS TEXT)" if type(v) is BadText else "?"  # noqa: E721
+            for v in values
+        )
         columns = ",".join(quote_identifier(n) for n in names)
         conn.execute(
             f"INSERT INTO {quote_identifier(table)} ({columns}) VALUES ({marks})",
-            [row[name] for name in names],
+            [bytes(v) if type(v) is BadText else v for v in values],  # noqa: E721
         )
+
+    def prepare_restore(self, entry: dict, id_path: str | None, source_kind: str | None):
+        """Map an archived session onto a row of this table by role (its id into the id
+        column), and check SQLite can hold each value. None if it can go in, else why not (one
+        sentence). A row archived byte for byte, as corrupt, goes back as it was."""
+        from .restoring import prepare_row
+
+        raw = entry.get("record") is None and isinstance(entry.get("raw_b64"), str)
+        if raw and source_kind == self.kind:
+            return None
+        if getattr(self, "_restore_columns", None) is None:
+            self._restore_columns = self.query(f"PRAGMA table_info({quote_identifier(self.table)})")
+        return prepare_row(entry, self.table, self._restore_columns, id_path)
 
 
 _ID_NAMES = {norm_name(n) for n in CANDIDATES["id"]}

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from ..core import model
 from ..core.mapping import KEY_PATH, ROLES, Mapping
 from ..core.model import AGE_BUCKETS, Record
-from ..core.policy import Policy
+from ..core.policy import IDLE_FROM_CREATED, PLAUSIBLE_SINCE, Policy
 from ..core.timeparse import UTC
+from .sqlite import SOUND_TEXT, _BadRow, fetch_rows
 from .sqlite import quote_identifier as quote
 
 _DATE_TIME = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
@@ -44,6 +45,8 @@ TEXT_TIME = (
 NUMERIC_TIME = "typeof({x}) IN ('integer', 'real') AND {x} >= 0 AND {x} < 1e17"
 #: Aliases of the epoch-second values the inner query computes once per row.
 TIME_ALIASES = {"created": "_c", "accessed": "_a", "expires": "_e"}
+#: Names the inner query gives its own values: a column so named would be shadowed by them.
+RESERVED_ALIASES = {"_k", "_u", *TIME_ALIASES.values()}
 DUPLICATES_TABLE = "temp.sessionctl_duplicate_rows"
 PAGE = 2000
 
@@ -70,6 +73,8 @@ class CompiledJudge:
     duplicates: str | None
     #: The table's own columns the expressions read (so inner queries carry only those).
     columns_used: list[str] = field(default_factory=list)
+    #: Over the table: 1 when every TEXT value of the row is UTF-8 (Python can read the row).
+    sound: str = "1"
     params: dict = field(default_factory=dict)
 
     def any_of(self, codes: list[str]) -> str:
@@ -78,10 +83,30 @@ class CompiledJudge:
         return "(" + " OR ".join(f"({self.reasons[c]}) > 0" for c in codes) + ")"
 
 
+def _holds_reals(store, column: str) -> bool:
+    """Whether a column may hold REAL values, whose text SQLite and Python write differently
+    (0.30000000000000004 is '0.3' to SQLite): a TEXT column never does (its affinity makes
+    numbers text), any other is looked at."""
+    declared = {
+        row[1]: (row[2] or "").upper()
+        for row in store.query(f"PRAGMA table_info({quote(store.table)})")
+    }
+    kind = declared.get(column, "")
+    if any(word in kind for word in ("CHAR", "CLOB", "TEXT")):
+        return False
+    x = quote(column)
+    return bool(
+        store.query(f"SELECT 1 FROM {quote(store.table)} WHERE typeof({x}) = 'real' LIMIT 1")
+    )
+
+
 def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
     """(CompiledJudge, "") or (None, why SQL cannot judge this store exactly)."""
-    if store.key_column != "rowid":
-        return None, "the table has no rowid"
+    if not store.rowid_key:
+        return None, "the table has no rowid that no column shadows"
+    shadowed = sorted(c for c in store.columns if c.lower() in RESERVED_ALIASES)
+    if shadowed:
+        return None, f"the column {shadowed[0]!r} has a name the SQL judge uses itself"
     columns = set(store.columns)
     for role in ROLES:
         path = mapping.path(role)
@@ -123,10 +148,16 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
             f" WHEN {x} >= 1e11 THEN {x} / 1e3 ELSE {x} * 1.0 END{text_epoch} END"
         )
         # The value is NULL exactly when the column is NULL or SQL cannot read it: checked in
-        # the outer query, so each row's text is validated once.
-        checks.append(f"({x} IS NULL OR {alias} IS NOT NULL)")
+        # the outer query, so each row's text is validated once. Times before 2000 are
+        # implausible (invalid, and not used for expiry): Python judges those rows.
+        checks.append(f"({x} IS NULL OR IFNULL({alias}, 0) >= {PLAUSIBLE_SINCE!r})")
         times[role] = alias
-    decided = "(" + " AND ".join(checks) + ")" if checks else "1"
+    # A row with a TEXT value that is not UTF-8 is a corrupt record to Python: SQL leaves it
+    # to Python, and counts it neither among the duplicates nor in the groups.
+    sound = " AND ".join(SOUND_TEXT.format(x=quote(c)) for c in store.columns) or "1"
+    computed["_u"] = sound
+    checks.append("_u")
+    decided = "(" + " AND ".join(checks) + ")"
     created, accessed, expires = times["created"], times["accessed"], times["expires"]
 
     reasons: dict[str, str] = {}
@@ -143,13 +174,20 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
         last_active = (
             f"COALESCE({accessed}, {created})" if accessed and created else accessed or created
         )
+        if policy.idle_from == IDLE_FROM_CREATED:
+            last_active = created or "NULL"
         add(model.IDLE, f"(:now - {last_active}) > :idle")
         expired_codes.append(model.IDLE)
     if policy.max_age is not None and created:
         add(model.MAX_AGE, f"(:now - {created}) > :max_age")
         expired_codes.append(model.MAX_AGE)
 
+    # Every row needs an id, required or not, as in Python.
+    missing_id = column(mapping.path("id"))
+    add(model.MISSING_ID, "1" if missing_id is None else f"{missing_id} IS NULL")
     for name in policy.rules.required:
+        if name == "id":
+            continue  # missing_id, above
         if name in ROLES:
             x = column(mapping.path(name))
             add(model.MISSING_FIELD, "1" if x is None else f"{x} IS NULL")
@@ -166,7 +204,8 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
         ]
         member = []
         if texts:
-            member.append(f"(typeof({x}) = 'text' AND {x} IN ({', '.join(map(_literal, texts))}))")
+            listed = ", ".join(map(_literal, texts))
+            member.append(f"(typeof({x}) = 'text' AND {x} COLLATE BINARY IN ({listed}))")
         if numbers:
             listed = ", ".join(repr(n) for n in numbers)
             member.append(f"(typeof({x}) IN ('integer', 'real') AND {x} IN ({listed}))")
@@ -190,15 +229,21 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
         add(model.INCONSISTENT, f"{accessed} < {created} - :skew")
 
     id_column = column(mapping.path("id"))
+    rowid = store.key_sql
     duplicates = None
     if id_column not in (None, "NULL") and mapping.path("id") not in store.unique_fields():
+        if _holds_reals(store, mapping.path("id")):
+            return None, "the id column holds real numbers, which SQL writes unlike Python"
+        # Ids compare as Python compares them: as their text, byte for byte, whatever the
+        # column's collation (NOCASE would make ABC and abc one id) or the values' types.
         duplicates = (
-            f"SELECT k FROM (SELECT rowid AS k, ROW_NUMBER() OVER (PARTITION BY {id_column} "
-            f"ORDER BY rowid) AS n FROM {quote(store.table)} WHERE {id_column} IS NOT NULL) "
-            "WHERE n > 1"
+            f"SELECT k FROM (SELECT {rowid} AS k, ROW_NUMBER() OVER (PARTITION BY"
+            f" CAST({id_column} AS TEXT) COLLATE BINARY ORDER BY {rowid}) AS n"
+            f" FROM {quote(store.table)} WHERE {id_column} IS NOT NULL AND {sound}) WHERE n > 1"
         )
         add(model.DUPLICATE_ID, f"_k IN {DUPLICATES_TABLE}")
     invalid_order = [
+        model.MISSING_ID,
         model.MISSING_FIELD,
         model.NOT_ALLOWED,
         model.WRONG_TYPE,
@@ -207,6 +252,8 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
         model.DUPLICATE_ID,
     ]
     group = column(mapping.path("group"))
+    if group not in (None, "NULL") and _holds_reals(store, mapping.path("group")):
+        return None, "the group column holds real numbers, which SQL writes unlike Python"
     return (
         CompiledJudge(
             computed=computed,
@@ -216,6 +263,7 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
             invalid_codes=[code for code in invalid_order if code in reasons],
             id_column=None if id_column in (None, "NULL") else id_column,
             group_column=None if group in (None, "NULL") else group,
+            sound=sound,
             duplicates=duplicates,
             columns_used=list(used),
             params={
@@ -238,6 +286,7 @@ class SqlitePushdown:
         self.store = store
         self.compiled = compiled
         self.table = quote(store.table)
+        self.rowid = store.key_sql  # a rowid alias no column shadows
         if compiled.duplicates:
             # A temp table on the read connection: the application's database is not touched.
             with store.translate_errors("read"):
@@ -254,14 +303,14 @@ class SqlitePushdown:
     def _inner(self, where: str = "", whole_rows: bool = False) -> str:
         """Each row once, in rowid order, with its computed values and the columns needed
         (all of them when the rows themselves are wanted)."""
-        parts = ["rowid AS _k"]
+        parts = [f"{self.rowid} AS _k"]
         parts += [f"{sql} AS {alias}" for alias, sql in self.compiled.computed.items()]
         parts += ["*"] if whole_rows else self.compiled.columns_used
         # LIMIT -1 keeps SQLite from flattening the subquery into the outer one, which would
         # repeat each per-row expression everywhere it is used.
         return (
             f"SELECT {', '.join(parts)} FROM {self.table} NOT INDEXED{where}"
-            " ORDER BY rowid LIMIT -1"
+            f" ORDER BY {self.rowid} LIMIT -1"
         )
 
     def _run(self, sql: str, params: dict | None = None) -> list[tuple]:
@@ -337,7 +386,8 @@ class SqlitePushdown:
             return None
         id_column = self.compiled.id_column or "NULL"
         rows = self._run(
-            f"SELECT {alias}, {id_column} FROM ({self._inner()}) WHERE {alias} IS NOT NULL"
+            f"SELECT {alias}, {id_column} FROM ({self._inner()})"
+            f" WHERE {alias} IS NOT NULL AND {self.compiled.decided}"
             f" ORDER BY {alias} {direction}, _k ASC LIMIT 1"
         )
         if not rows:
@@ -349,9 +399,11 @@ class SqlitePushdown:
         group = self.compiled.group_column
         if group is None:
             return {"group_count": 0, "top_groups": [], "groups_over_cap": None}
+        # Groups as Python forms them: by their text, byte for byte, whatever the collation.
+        text = f"CAST({group} AS TEXT) COLLATE BINARY"
         counted = (
-            f"SELECT {group} AS g, COUNT(*) AS n, MIN(rowid) AS first FROM {self.table}"
-            f" WHERE {group} IS NOT NULL GROUP BY {group}"
+            f"SELECT {text} AS g, COUNT(*) AS n, MIN({self.rowid}) AS first FROM {self.table}"
+            f" WHERE {group} IS NOT NULL AND {self.compiled.sound} GROUP BY {text}"
         )
         group_count = self.store.query(f"SELECT COUNT(*) FROM ({counted})")[0][0]
         top_rows = self.store.query(f"{counted} ORDER BY n DESC, first ASC LIMIT ?", (top,))
@@ -386,7 +438,7 @@ class SqlitePushdown:
             self._fill_duplicates(conn)
         last = None
         while True:
-            where = " WHERE rowid > :last" if last is not None else ""
+            where = f" WHERE {self.rowid} > :last" if last is not None else ""
             sql = (
                 f"SELECT _k, {c.id_column or 'NULL'}, {c.decided}{flags}"
                 f" FROM ({self._inner(where)})"
@@ -397,7 +449,7 @@ class SqlitePushdown:
             with store.translate_errors("write"):
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    found = conn.execute(sql, params).fetchall()
+                    found = fetch_rows(conn, sql, params)
                     picked = [row for row in found if row[2]]
                     self.left_to_python.extend(row[0] for row in found if not row[2])
                     keys = [row[0] for row in picked]
@@ -464,17 +516,16 @@ class SqlitePushdown:
     def _pages(self, condition: str, flagged: list[str], with_decided: bool = False):
         c = self.compiled
         flags = "".join(f", ({c.reasons[code]}) > 0" for code in flagged)
-        columns = self.store.columns
         skip = 2 + len(flagged)
         last = None
         while True:
-            where = " WHERE rowid > :last" if last is not None else ""
+            where = f" WHERE {self.rowid} > :last" if last is not None else ""
             inner = self._inner(where, whole_rows=True)
             sql = f"SELECT _k, {c.decided}{flags}, * FROM ({inner}) WHERE {condition} LIMIT {PAGE}"
             rows = self._run(sql, {"last": last})
             width = len(c.computed) + 1  # _k and the computed values precede the row's own
             for row in rows:
-                record = Record(key=row[0], data=dict(zip(columns, row[skip + width :])), size=None)
+                record = self.store.make_record(row[0], row[skip + width :], type(row) is _BadRow)
                 if not with_decided:
                     yield record
                 elif row[1]:

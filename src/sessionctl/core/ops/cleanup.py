@@ -63,6 +63,8 @@ class CleanupOptions:
     hook_timeout: float = 30.0
     archive: bool = True
     archive_path: Path | None = None
+    #: Remove from tables with DELETE triggers, whose own removals cannot be archived.
+    allow_triggers: bool = False
 
     @property
     def has_caps(self) -> bool:
@@ -371,6 +373,12 @@ def check_options(ctx: StoreContext, options: CleanupOptions) -> None:
         )
     if options.batch_size < 1:
         raise usage_error("--batch-size must be at least 1")
+    triggers = ctx.store.delete_triggers()
+    if triggers and not options.dry_run and not options.allow_triggers:
+        raise usage_error(
+            f"refusing to remove from {ctx.label}: {_triggers_text(triggers)}",
+            "add --allow-triggers to remove anyway",
+        )
     if options.hook:
         check_hook(options.hook)
 
@@ -406,6 +414,8 @@ def cleanup(
     check_options(ctx, options)
     started = time.monotonic()
     result = CleanupResult(store=ctx.label, dry_run=options.dry_run)
+    if options.dry_run and (triggers := ctx.store.delete_triggers()):
+        result.warning = f"{_triggers_text(triggers)}; a real run needs --allow-triggers"
     lock = None
     remover = None
     try:
