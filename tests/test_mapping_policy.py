@@ -118,7 +118,9 @@ def test_record_presets_detected_from_fields():
         == "provisioner"
     )
     assert (
-        detect_preset(["session_id", "cdp_url", "last_accessed", "browser_type"], "jsondir").name
+        detect_preset(
+            ["session_id", "cdp_url", "created_at", "last_accessed", "browser_type"], "jsondir"
+        ).name
         == "raptor"
     )
     assert detect_preset(["foo", "bar"], "json") is None
@@ -203,7 +205,7 @@ def test_a_session_carries_every_reason():
     assert codes == sorted(
         [
             model.BAD_TIMESTAMP,
-            model.MISSING_FIELD,
+            model.MISSING_ID,
             model.MISSING_FIELD,
             model.NOT_ALLOWED,
             model.WRONG_TYPE,

@@ -121,6 +121,11 @@ class ObjectFormat(StrEnum):
     ndjson = "ndjson"
 
 
+class IdleFrom(StrEnum):
+    accessed = "accessed"
+    created = "created"
+
+
 class StatsFormat(StrEnum):
     table = "table"
     json = "json"
@@ -196,6 +201,7 @@ class StoreArgs:
     fields: list[str] = field(default_factory=list)
     max_age: Optional[str] = None
     idle_timeout: Optional[str] = None
+    idle_from: Optional[str] = None
     skew: Optional[str] = None
     timezone: Optional[str] = None
     busy_timeout: Optional[str] = None
@@ -275,6 +281,21 @@ _STORE_PARAMETERS = [
                 "--idle-timeout",
                 metavar="DURATION",
                 help="Sessions unused for longer than this are expired. Example: --idle-timeout 30m",
+            ),
+        ],
+    ),
+    inspect.Parameter(
+        "idle_from",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            Optional[IdleFrom],
+            typer.Option(
+                "--idle-from",
+                help="What idleness is measured from: the last access (default), or the "
+                "creation, for a store that keeps no last-access time (without it, an idle "
+                "timeout on such a store is refused). Example: --idle-from created",
+                case_sensitive=False,
             ),
         ],
     ),
@@ -363,6 +384,7 @@ def store_command(function: Callable) -> Callable:
             fields=list(given["field"] or []),
             max_age=given["max_age"],
             idle_timeout=given["idle_timeout"],
+            idle_from=given["idle_from"],
             skew=given["skew"],
             timezone=given["timezone"],
             busy_timeout=given["busy_timeout"],
@@ -386,6 +408,8 @@ def store_overrides(args: StoreArgs) -> dict[str, Any]:
             overrides[name] = parse_duration(value, "--" + name.replace("_", "-"))
     if args.timezone is not None:
         overrides["timezone"] = get_timezone(args.timezone)
+    if args.idle_from is not None:
+        overrides["idle_from"] = str(getattr(args.idle_from, "value", args.idle_from))
     return overrides
 
 
@@ -433,5 +457,5 @@ def explain(ctx) -> None:
     say(
         f"  expiry: max_age={format_duration(policy.max_age) or '-'} "
         f"idle_timeout={format_duration(policy.idle_timeout) or '-'} "
-        f"skew={format_duration(policy.skew)}"
+        f"(from {policy.idle_from}) skew={format_duration(policy.skew)}"
     )

@@ -99,6 +99,7 @@ def _store_args(params: dict[str, Any]) -> StoreArgs:
         fields=list(params["field"] or []),
         max_age=params["max_age"],
         idle_timeout=params["idle_timeout"],
+        idle_from=params["idle_from"],
         skew=params["skew"],
         timezone=params["timezone"],
         busy_timeout=params["busy_timeout"],

@@ -30,6 +30,7 @@ STORE_SETTINGS: dict[str, tuple[Any, str]] = {
     "timezone": ("UTC", "timezone"),
     "max_age": (None, "duration"),
     "idle_timeout": (None, "duration"),
+    "idle_from": ("accessed", "text"),
     "skew": (300.0, "duration"),
     "expiry_horizon": (3650 * 86400.0, "duration"),
     "max_per_group": (None, "count"),
@@ -310,6 +311,7 @@ STARTER_TEMPLATE = """\
 #   timezone       zone of timestamps written without an offset (default UTC)
 #   max_age        expire sessions created longer ago than this
 #   idle_timeout   expire sessions not used for longer than this
+#   idle_from      what idleness is measured from: accessed (default) or created
 #   skew           clock skew allowed before a timestamp counts as "in the future" (5m)
 #   max_per_group  cleanup keeps at most this many newest sessions per user/workspace
 #   on_delete      command run once per removed session, the session as JSON on stdin

@@ -19,10 +19,12 @@ from .mapping import (
     Preset,
     detect_mapping,
     detect_preset,
+    fill_by_name,
     get_preset,
     preset_mapping,
 )
-from .policy import Judge, Policy, Rules
+from .policy import IDLE_FROM_CHOICES, IDLE_FROM_CREATED, Judge, Policy, Rules
+from .timeparse import format_duration
 
 
 @dataclass
@@ -133,6 +135,8 @@ def open_context(config: Config, request: StoreRequest, now: float) -> StoreCont
             )
         else:
             mapping = preset_mapping(preset, f"preset {preset.name}")
+        if preset is not None:
+            mapping = fill_by_name(mapping, detect_mapping(keys, sample))
         mapping = _fall_back_to_keys(mapping, keys, sample)
         config_fields = {**config.defaults.get("fields", {}), **table_config.get("fields", {})}
         if config_fields:
@@ -156,8 +160,11 @@ def open_context(config: Config, request: StoreRequest, now: float) -> StoreCont
             skew=settings["skew"],
             expiry_horizon=settings["expiry_horizon"],
             rules=rules,
+            idle_from=_idle_from(settings),
         )
         _check_columns(store, mapping, rules)
+        if any(key != KEY_PATH for key in keys):  # an empty store has nothing to judge
+            _check_idle(spec, settings, mapping, policy)
         state, _ = state_dir(config)
         return StoreContext(
             config=config,
@@ -194,6 +201,32 @@ def _check_columns(store: Store, mapping: Mapping, rules: Rules) -> None:
                 f"(columns: {', '.join(columns)})",
                 "is this the right preset? map fields with --field ROLE=COLUMN",
             )
+
+
+def _idle_from(settings: Settings) -> str:
+    value = settings.get("idle_from") or IDLE_FROM_CHOICES[0]
+    if value not in IDLE_FROM_CHOICES:
+        raise usage_error(
+            f"idle_from = {value!r} ({settings.source('idle_from')}): "
+            f"expected one of {', '.join(IDLE_FROM_CHOICES)}"
+        )
+    return value
+
+
+def _check_idle(spec: StoreSpec, settings: Settings, mapping: Mapping, policy: Policy) -> None:
+    """Idleness is measured from the last access. A store that keeps none would have it
+    measured from creation, and sessions in use every day would be removed: refuse, unless the
+    operator asks for exactly that."""
+    if policy.idle_timeout is None or mapping.path("accessed") is not None:
+        return
+    if policy.idle_from == IDLE_FROM_CREATED:
+        return
+    raise usage_error(
+        f"idle timeout {format_duration(policy.idle_timeout)} "
+        f"({settings.source('idle_timeout')}), but the sessions of {spec.label} have no "
+        "last-access field to measure idleness from",
+        "map one with --field accessed=FIELD, or measure from creation with --idle-from created",
+    )
 
 
 def _shape_word(spec: StoreSpec) -> str:

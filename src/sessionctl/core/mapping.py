@@ -101,6 +101,14 @@ def is_secret_name(name: str) -> bool:
     return norm_name(name) in PAYLOAD_NAMES or bool(SECRET_PATTERN.search(name))
 
 
+def is_secret_path(path: str, payload: Iterable[str] = ()) -> bool:
+    """Whether a value at `path` is shown redacted: it lies in a payload field, or any part of
+    the path looks secret (`sess.user`, `auth.id`, `api_token`). Messages never quote it."""
+    parts = split_path(path)
+    tops = {p.split(".")[0] for p in payload}
+    return parts[0] in tops or any(is_secret_name(part) for part in parts)
+
+
 @dataclass(frozen=True)
 class Mapping:
     """Role -> path, payload paths, and where each choice came from (for --explain)."""
@@ -251,7 +259,8 @@ class Mapper:
                 except TimestampError as exc:
                     path = self.mapping.fields[role]
                     # The message quotes the value: not when the field is one redacted on show.
-                    text = f"{role}: {exc}" if not is_secret_name(path) else f"{role}: unreadable"
+                    secret = is_secret_path(path, self.mapping.payload)
+                    text = f"{role}: unreadable" if secret else f"{role}: {exc}"
                     session.problems.append(Reason(model.BAD_TIMESTAMP, text, path))
             elif role == "id":
                 if isinstance(value, (dict, list)):
@@ -456,12 +465,41 @@ def preset_mapping(preset: Preset, how: str) -> Mapping:
     return Mapping(fields=fields, payload=preset.payload, origin=origin, preset=preset.name)
 
 
+def absent_fields(preset: Preset, keys: Iterable[str], kind: str) -> list[str]:
+    """The preset's id and time fields that the keys (or columns) lack.
+
+    A record keyed by the store (an object key, a file name) has its id there. Columns are
+    compared as SQL compares them, without case; record keys exactly.
+    """
+    keys = set(keys)
+    lowered = {k.lower() for k in keys} if kind == "sqlite" else None
+    absent = []
+    for role in ("id", *TIME_ROLES):
+        path = preset.fields.get(role)
+        if path is None:
+            continue
+        top = split_path(path)[0]
+        if top in keys or (lowered is not None and top.lower() in lowered):
+            continue
+        if role == "id" and KEY_PATH in keys:
+            continue
+        absent.append(path)
+    return absent
+
+
 def detect_preset(keys: Iterable[str], kind: str, table: str | None = None) -> Preset | None:
-    """The preset whose signature the keys (or columns) carry; the most specific wins."""
+    """The preset whose signature the keys (or columns) carry; the most specific wins.
+
+    A preset whose id or time fields are absent does not match, whatever else the records
+    share with it: its mapping would read nothing, and judge idleness from the wrong time.
+    """
+    keys = list(keys)
     lowered = {k.lower() for k in keys}
     best: Preset | None = None
     for preset in PRESETS.values():
         if kind not in preset.kinds or not preset.signature <= lowered:
+            continue
+        if absent_fields(preset, keys, kind):
             continue
         better = best is None or len(preset.signature) > len(best.signature)
         same_size_table_match = (
@@ -505,6 +543,23 @@ def detect_mapping(keys: Iterable[str], sample: Iterable[dict] = ()) -> Mapping:
                 break
     # Two roles on one field happens with names like `session`; keep the first role only.
     return Mapping(fields=fields, payload=payload, origin=origin)
+
+
+def fill_by_name(mapping: Mapping, detected: Mapping) -> Mapping:
+    """A preset's mapping with the roles it leaves empty taken from name detection (a field
+    another role already reads is not taken twice)."""
+    fields = dict(mapping.fields)
+    origin = dict(mapping.origin)
+    used = {path for path in fields.values() if path}
+    for role in ROLES:
+        path = detected.fields.get(role)
+        if fields.get(role) is None and path is not None and path not in used:
+            fields[role] = path
+            origin[role] = f"detected by name (preset {mapping.preset} has none)"
+            used.add(path)
+        elif fields.get(role) is None:
+            origin[role] = f"none (preset {mapping.preset} has none, no field is named like it)"
+    return replace(mapping, fields=fields, origin=origin)
 
 
 def parse_field_overrides(items: Iterable[str]) -> dict[str, str | None]:

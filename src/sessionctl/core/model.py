@@ -13,8 +13,12 @@ IDLE = "idle"  # not accessed for longer than the idle timeout
 MAX_AGE = "max_age"  # created longer ago than the maximum age
 CORRUPT = "corrupt"  # the record cannot be read at all (bad JSON, not an object)
 MISSING_FIELD = "missing_field"
+MISSING_ID = "missing_id"  # no id: nothing could name the session (in a list, a hook, a restore)
 BAD_TIMESTAMP = "bad_timestamp"
 FUTURE_TIMESTAMP = "future_timestamp"
+#: A time before 2000: a unit mix-up (epoch seconds read from days, ms from s) far more often
+#: than a real session.
+IMPLAUSIBLE_TIMESTAMP = "implausible_timestamp"
 INCONSISTENT = "inconsistent"  # e.g. last access before creation
 NOT_ALLOWED = "not_allowed"  # a value outside the allowed set
 WRONG_TYPE = "wrong_type"

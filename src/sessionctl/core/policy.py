@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from . import model
 from .errors import usage_error
-from .mapping import ROLES, Mapping, is_missing, resolve, split_path
+from .mapping import ROLES, Mapping, is_missing, is_secret_path, resolve, split_path
 from .model import Reason, Session, Verdict
 from .timeparse import format_duration, to_iso
 
@@ -27,6 +27,14 @@ TYPE_CHECKS = {
 DEFAULT_SKEW = 300.0
 #: Expiry dates further ahead than this are not believable (a bug or a unit mix-up).
 DEFAULT_EXPIRY_HORIZON = 3650 * 86400.0
+#: Times before this (2000-01-01T00:00:00Z) are not believable either: `20261231` read as epoch
+#: seconds is 1970, milliseconds read as seconds... The SQLite judge leaves them to Python.
+PLAUSIBLE_SINCE = 946684800.0
+#: What idleness is measured from (`idle_from`): the last access (the default; a store with no
+#: last-access field cannot be judged idle), or the creation, when the operator says so.
+IDLE_FROM_ACCESSED = "accessed"
+IDLE_FROM_CREATED = "created"
+IDLE_FROM_CHOICES = (IDLE_FROM_ACCESSED, IDLE_FROM_CREATED)
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,7 @@ class Policy:
     skew: float = DEFAULT_SKEW
     expiry_horizon: float = DEFAULT_EXPIRY_HORIZON
     rules: Rules = field(default_factory=Rules)
+    idle_from: str = IDLE_FROM_ACCESSED
 
     def describes_expiry(self, mapping: Mapping) -> bool:
         """Whether this policy and mapping can tell an expired session at all."""
@@ -88,7 +97,8 @@ class Judge:
     def __init__(self, policy: Policy, mapping: Mapping):
         self.policy = policy
         self.mapping = mapping
-        self._required_roles = [r for r in policy.rules.required if r in ROLES]
+        # Every session needs an id, required or not (see `verdict`).
+        self._required_roles = [r for r in policy.rules.required if r in ROLES and r != "id"]
         self._required_paths = [(p, split_path(p)) for p in policy.rules.required if p not in ROLES]
         self._allowed = [(p, split_path(p), v) for p, v in policy.rules.allowed.items()]
         self._types = [(p, split_path(p), TYPE_CHECKS[t], t) for p, t in policy.rules.types.items()]
@@ -96,9 +106,22 @@ class Judge:
     def verdict(self, session: Session, now: float) -> Verdict:
         verdict = Verdict(invalid=list(session.problems))
         if session.record.data is not None:
+            if session.id is None and not self._unreadable_id(session):
+                path = self.mapping.path("id")
+                verdict.invalid.append(
+                    Reason(
+                        model.MISSING_ID,
+                        f"no session id (field {path})" if path else "no field is mapped to id",
+                        path,
+                    )
+                )
             self._check_rules(session, verdict)
         self._check_times(session, now, verdict)
         return verdict
+
+    def _unreadable_id(self, session: Session) -> bool:
+        path = self.mapping.path("id")
+        return path is not None and any(r.field == path for r in session.problems)
 
     def _check_rules(self, session: Session, verdict: Verdict) -> None:
         data = session.record.data
@@ -121,14 +144,13 @@ class Judge:
             if is_missing(value) or value is None:
                 continue
             if _hashable(value) not in allowed:
-                shown = ", ".join(sorted(map(str, allowed)))
-                verdict.invalid.append(
-                    Reason(
-                        model.NOT_ALLOWED,
-                        f"{path}={_short(value)} is not one of: {shown}",
-                        path,
-                    )
-                )
+                if is_secret_path(path, self.mapping.payload):
+                    # Never quote a payload or secret field, nor the values it may hold.
+                    message = f"{path} (redacted) is not one of the {len(allowed)} allowed values"
+                else:
+                    shown = ", ".join(sorted(map(str, allowed)))
+                    message = f"{path}={_short(value)} is not one of: {shown}"
+                verdict.invalid.append(Reason(model.NOT_ALLOWED, message, path))
         for path, parts, check, type_name in self._types:
             value = resolve(data, parts, session.key)
             if is_missing(value) or value is None:
@@ -145,9 +167,13 @@ class Judge:
     def _check_times(self, session: Session, now: float, verdict: Verdict) -> None:
         policy = self.policy
         fields = self.mapping.fields
-        created, accessed, expires = session.created, session.accessed, session.expires
         ahead = now + policy.skew
         invalid = verdict.invalid
+        # A time before 2000 is invalid, and is not used to judge expiry: such a session is
+        # not known to be expired (nor an unreadable last access replaced by the creation).
+        created = self._plausible(session.created, "created", invalid)
+        accessed = self._plausible(session.accessed, "accessed", invalid)
+        expires = self._plausible(session.expires, "expires", invalid)
         if created is not None and created > ahead:
             invalid.append(
                 Reason(
@@ -189,21 +215,27 @@ class Judge:
                     fields.get("expires"),
                 )
             )
-        last_active = accessed if accessed is not None else created
         idle_timeout = policy.idle_timeout
-        if idle_timeout is not None and last_active is not None:
-            idle = now - last_active
-            if idle > idle_timeout:
-                verdict.expired.append(
-                    Reason(
-                        model.IDLE,
-                        lambda: (
-                            f"idle for {format_duration(idle)} "
-                            f"(timeout {format_duration(idle_timeout)})"
-                        ),
-                        fields.get("accessed") or fields.get("created"),
+        if idle_timeout is not None:
+            if policy.idle_from == IDLE_FROM_CREATED:
+                last_active, idle_field = created, fields.get("created")
+            elif accessed is not None or self._access_unknown(session):
+                last_active, idle_field = accessed, fields.get("accessed")
+            else:  # never accessed: idle since it was created
+                last_active, idle_field = created, fields.get("created")
+            if last_active is not None:
+                idle = now - last_active
+                if idle > idle_timeout:
+                    verdict.expired.append(
+                        Reason(
+                            model.IDLE,
+                            lambda: (
+                                f"idle for {format_duration(idle)} "
+                                f"(timeout {format_duration(idle_timeout)})"
+                            ),
+                            idle_field,
+                        )
                     )
-                )
         max_age = policy.max_age
         if max_age is not None and created is not None:
             age = now - created
@@ -215,6 +247,30 @@ class Judge:
                         fields.get("created"),
                     )
                 )
+
+    def _plausible(self, moment: float | None, role: str, invalid: list) -> float | None:
+        """`moment`, or None (with an invalid reason) when it lies before 2000."""
+        if moment is None or moment >= PLAUSIBLE_SINCE:
+            return moment
+        invalid.append(
+            Reason(
+                model.IMPLAUSIBLE_TIMESTAMP,
+                lambda: (
+                    f"{role} {to_iso(moment)} is before 2000: not a session's time "
+                    "(a unit mix-up, or a date read as a number?)"
+                ),
+                self.mapping.fields.get(role),
+            )
+        )
+        return None
+
+    def _access_unknown(self, session: Session) -> bool:
+        """Whether the session has a last access that could not be read or believed (then
+        its creation does not stand in for it)."""
+        if session.accessed is not None:
+            return True
+        path = self.mapping.fields.get("accessed")
+        return path is not None and any(r.field == path for r in session.problems)
 
 
 def _json_type(value) -> str:

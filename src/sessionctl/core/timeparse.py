@@ -22,6 +22,9 @@ _US_THRESHOLD = 1e14
 _MAX_EPOCH_MAGNITUDE = 1e17
 
 _NUMERIC = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+#: ISO 8601 basic dates, `YYYYMMDD`: all digits, yet a date (as `fromisoformat` reads them), not
+#: epoch seconds (as seconds, 8 digits are a moment of 1970-1973).
+_BASIC_DATE = re.compile(r"\d{8}")
 # Year 9999 is the last one `datetime` represents; later values cannot be real timestamps.
 _MAX_EPOCH_SECONDS = 253402300799.0
 
@@ -33,8 +36,9 @@ class TimestampError(ValueError):
 def parse_timestamp(value: object, tz: tzinfo = UTC) -> float:
     """Read `value` as an instant and return epoch seconds.
 
-    Accepts ISO 8601 with or without offset, `YYYY-MM-DD HH:MM:SS[.ffffff]`, and epoch seconds,
-    milliseconds or microseconds as numbers or numeric strings. Naive times are in `tz`.
+    Accepts ISO 8601 with or without offset, basic (`20261231`, `20261231T235959Z`) or extended,
+    `YYYY-MM-DD HH:MM:SS[.ffffff]`, and epoch seconds, milliseconds or microseconds as numbers or
+    numeric strings. Naive times are in `tz`.
     """
     if isinstance(value, bool) or value is None:
         raise TimestampError(f"not a timestamp: {value!r}")
@@ -50,7 +54,7 @@ def parse_timestamp(value: object, tz: tzinfo = UTC) -> float:
     text = value.strip()
     if not text:
         raise TimestampError("empty timestamp")
-    if _NUMERIC.fullmatch(text):
+    if _NUMERIC.fullmatch(text) and not _BASIC_DATE.fullmatch(text):
         return _from_epoch_number(float(text))
     try:
         parsed = datetime.fromisoformat(text)
