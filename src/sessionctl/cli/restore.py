@@ -6,14 +6,19 @@ from typing import Annotated
 import typer
 
 from .. import render
+from ..core.errors import ExitCode
 from .common import (
     ObjectFormat,
     ObjectFormatOpt,
     QuietOpt,
     StoreArgs,
     open_store_context,
+    say,
     store_command,
 )
+
+#: Refusals said one line each up to this many; the JSON result lists them all.
+REFUSALS_SHOWN = 100
 
 
 def restore_text(result: dict, rich: bool) -> str:
@@ -24,6 +29,17 @@ def restore_text(result: dict, rich: bool) -> str:
         ("Restored", render.markup(str(result["restored"]), "green", rich)),
         ("Skipped", f"{result['skipped']}  (their ids exist again)" if result["skipped"] else "0"),
     ]
+    if result["refused"]:
+        pairs.append(
+            (
+                "Refused",
+                render.markup(
+                    f"{result['refused']}  (the store cannot hold them; see the lines above)",
+                    "red",
+                    rich,
+                ),
+            )
+        )
     if result["truncated"]:
         pairs.append(
             (
@@ -52,6 +68,9 @@ def restore_command(
 ) -> None:
     """Put archived sessions back into their store (or --store), skipping ids that exist again.
 
+    An entry the store cannot hold (an id that is no safe file name, a value a SQLite column
+    cannot take, a record that did not parse, for a JSON file) is refused with one line on
+    stderr, the others go in, and the exit status is 1.
     Example: sessionctl restore ./archive.ndjson.gz --store web
     """
     from ..core.audit import read_archive
@@ -64,8 +83,22 @@ def restore_command(
             store.fields = [f"id={contents.header['id_field']}", *store.fields]
     with open_store_context(store) as ctx:
         result = restore(ctx, archive, contents)
+    for refusal in result.refusals[:REFUSALS_SHOWN]:
+        say(refusal_line(refusal))
+    if result.refused > REFUSALS_SHOWN:
+        say(f"... and {result.refused - REFUSALS_SHOWN} more refused (-f json lists them all)")
     if not quiet:
         render.emit_object(result.as_dict(), output.value, restore_text)
+    if result.refused:
+        raise typer.Exit(int(ExitCode.FINDINGS))
+
+
+def refusal_line(refusal: dict) -> str:
+    named = refusal["id"] if refusal["id"] is not None else refusal["key"]
+    text = repr(named) if isinstance(named, str) else str(named)
+    if len(text) > 80:
+        text = text[:79] + "…"
+    return f"not restored: entry {refusal['entry']} ({text}): {refusal['reason']}"
 
 
 command = store_command(restore_command)

@@ -14,15 +14,18 @@ import errno
 import json
 import os
 import stat
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from ..core.errors import store_error
-from ..core.fsutil import atomic_write, fsync_dir, os_error_text
+from ..core.fsutil import PRIVATE_FILE, atomic_write, fsync_dir, os_error_text
 from ..core.mapping import lookup
 from ..core.model import Record
 from .base import ArchiveFn, Candidate, RemoveOutcome, Store, require_exists
+from .restoring import place_id, text_id, unsafe_file_name
 
 SUFFIX = ".json"
 #: Files being removed are renamed to this prefix first; leftovers of a killed run are put back.
@@ -273,12 +276,15 @@ class JsonDirStore(Store):
             for record in self.iter_records():
                 if record.data is not None:
                     existing_ids.add(str(lookup(record.data, id_path, record.key)))
-        mode = self._typical_mode()
+        like = self._typical_file()
         restored = skipped = 0
         for entry in entries:
+            # The file name `prepare_restore` chose; checked again here, so that nothing is
+            # ever written outside the folder, whoever calls.
             name = str(entry.get("key") or "")
-            if not name.endswith(SUFFIX) or "/" in name or name.startswith("."):
-                name = f"{entry.get('id')}{SUFFIX}"
+            if unsafe_file_name(name) or not name.endswith(SUFFIX):
+                skipped += 1
+                continue
             session_id = entry.get("id")
             path = self.path / name
             if os.path.lexists(path) or (
@@ -286,17 +292,66 @@ class JsonDirStore(Store):
             ):
                 skipped += 1
                 continue
-            if entry.get("raw_b64") is not None:
-                payload = base64.b64decode(entry["raw_b64"])
-            else:
-                payload = json.dumps(entry.get("record"), indent=2, ensure_ascii=False).encode()
-            atomic_write(path, payload, mode=mode)
+            atomic_write(path, _restored_bytes(entry), like=like)
             existing_ids.add(str(session_id))
             restored += 1
         return restored, skipped
 
-    def _typical_mode(self) -> int:
+    def prepare_restore(self, entry: dict, id_path: str | None, source_kind: str | None):
+        """Name the file of an archived session, by role: the file name it had when the archive
+        came from a folder, else its id. None if it can go in, else why not (one sentence)."""
+        record = entry.get("record")
+        if not isinstance(record, dict):
+            if record is not None or entry.get("raw_b64") is None:
+                return "the archive holds no record for it"
+            try:
+                base64.b64decode(entry["raw_b64"], validate=True)
+            except (ValueError, TypeError):
+                return "its archived bytes are damaged"
+        session_id = text_id(entry)
+        key = entry.get("key")
+        if source_kind == self.kind and isinstance(key, str):
+            base, what = key, "its archived file name"
+        elif session_id is not None:
+            base, what = session_id, "its id"
+        else:
+            return "it has no id to name its file by"
+        why = unsafe_file_name(base)
+        name = base if base.endswith(SUFFIX) else base + SUFFIX
+        why = why or unsafe_file_name(name)
+        if why:
+            return f"{what} is not a safe file name ({why})"
+        entry["key"] = name
+        if isinstance(record, dict):
+            place_id(record, id_path, session_id)
+        return None
+
+    def _typical_file(self):
+        """The mode and owner restored files get: those most of the folder's session files have
+        (the application's user, say, and 0640), so the application can read them; in an empty
+        folder, the folder's owner and 0600."""
+        seen: Counter = Counter()
         for entry in self._entries():
             with contextlib.suppress(OSError):
-                return entry.stat(follow_symlinks=False).st_mode & 0o777
-        return 0o600
+                info = entry.stat(follow_symlinks=False)
+                seen[(info.st_mode & 0o7777, info.st_uid, info.st_gid)] += 1
+                if sum(seen.values()) >= 50:
+                    break
+        if seen:
+            mode, uid, gid = seen.most_common(1)[0][0]
+        else:
+            folder = self.path.stat()
+            mode, uid, gid = PRIVATE_FILE, folder.st_uid, folder.st_gid
+        return SimpleNamespace(st_mode=mode, st_uid=uid, st_gid=gid)
+
+
+def _restored_bytes(entry: dict) -> bytes:
+    """A restored file: the archived bytes of one that did not parse, else the record as JSON
+    (escaped as ASCII when it holds text UTF-8 cannot carry, such as a lone surrogate)."""
+    if entry.get("raw_b64") is not None:
+        return base64.b64decode(entry["raw_b64"])
+    record = entry.get("record")
+    try:
+        return json.dumps(record, indent=2, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(record, indent=2).encode()

@@ -17,6 +17,7 @@ from ..core.fsutil import PRIVATE_FILE, atomic_write, os_error_text, remove_stal
 from ..core.mapping import lookup
 from ..core.model import Record
 from .base import ArchiveFn, Candidate, RemoveOutcome, Store, canonical_bytes, require_exists
+from .restoring import place_id, text_id
 
 WRAPPER_KEYS = ("sessions", "items", "data", "records", "results", "entries")
 #: How often to re-read and retry when the application rewrites the file under us.
@@ -360,12 +361,22 @@ class JsonFileStore(Store):
             existing_keys.add(str(key))
             if isinstance(item, dict) and id_path:
                 existing_ids.add(str(lookup(item, id_path, key)))
+        # A session without an id is known by its content: restoring twice adds it once.
+        existing_records = None
         added = []
         skipped = 0
         for entry in entries:
             session_id = entry.get("id")
             key = entry.get("key")
             keyed = not isinstance(document.container, list)
+            if session_id is None and not keyed:
+                if existing_records is None:
+                    existing_records = {canonical_bytes(item) for _, item in document.items()}
+                content = canonical_bytes(entry.get("record"))
+                if content in existing_records:
+                    skipped += 1
+                    continue
+                existing_records.add(content)
             if (session_id is not None and str(session_id) in existing_ids) or (
                 keyed and str(key) in existing_keys
             ):
@@ -382,6 +393,28 @@ class JsonFileStore(Store):
         if not atomic_write(self.target, new_bytes, like=self._stat, check=unchanged):
             return None
         return len(added), skipped
+
+    def prepare_restore(self, entry: dict, id_path: str | None, source_kind: str | None):
+        """Map an archived session onto this document by role: in an object keyed by id, its
+        key is its id (the key it had when the archive came from such an object), and its id
+        goes where the mapping reads it. None if it can go in, else why not (one sentence)."""
+        record = entry.get("record")
+        if not isinstance(record, dict):
+            return (
+                "the archive holds no JSON object for it (it did not parse in its store), "
+                "and a JSON file store holds objects only"
+            )
+        session_id = text_id(entry)
+        place_id(record, id_path, session_id)
+        document = self._document or self.load()
+        if isinstance(document.container, list):
+            return None
+        if source_kind == self.kind and isinstance(entry.get("key"), str):
+            return None
+        if session_id is None:
+            return "it has no id to key it by"
+        entry["key"] = session_id
+        return None
 
 
 def _identity(info: os.stat_result) -> tuple:

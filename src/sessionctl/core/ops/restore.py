@@ -1,12 +1,18 @@
-"""`restore ARCHIVE`: put archived sessions back, skipping ids that exist again."""
+"""`restore ARCHIVE`: put archived sessions back, skipping ids that exist again.
+
+Each entry is first mapped onto the target store by role (its id where that store keeps ids:
+an object key, a file name, an id column or field) and checked against what the store can
+hold. An entry the store cannot hold is refused with one sentence saying why, and the rest
+go in: a refused entry is never half written, and never written anywhere but the store.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..audit import ArchiveContents, append_audit, decode_column_values, run_identity
+from ..audit import ArchiveContents, append_audit, run_identity
 from ..context import StoreContext
 from ..locking import StoreLock
 from ..timeparse import to_iso
@@ -21,6 +27,10 @@ class RestoreResult:
     entries: int
     restored: int = 0
     skipped: int = 0
+    refused: int = 0
+    #: One per refused entry: its number in the archive (1 = the first after the header),
+    #: its id and key there, and why the store cannot hold it.
+    refusals: list[dict] = field(default_factory=list)
     truncated: bool = False
     duration_s: float = 0.0
 
@@ -31,6 +41,8 @@ class RestoreResult:
             "entries": self.entries,
             "restored": self.restored,
             "skipped": self.skipped,
+            "refused": self.refused,
+            "refusals": self.refusals,
             "truncated": self.truncated,
             "duration_s": round(self.duration_s, 3),
         }
@@ -39,20 +51,32 @@ class RestoreResult:
 def restore(ctx: StoreContext, path: Path, contents: ArchiveContents) -> RestoreResult:
     started = time.monotonic()
     entries = contents.entries
-    if ctx.spec.kind == "sqlite":
-        for entry in entries:
-            if isinstance(entry.get("record"), dict):
-                entry["record"] = decode_column_values(entry["record"])
-            for table, rows in (entry.get("children") or {}).items():
-                entry["children"][table] = [decode_column_values(row) for row in rows]
     result = RestoreResult(
         archive=str(path), store=ctx.label, entries=len(entries), truncated=contents.truncated
     )
     id_path = ctx.mapping.path("id")
+    source_kind = contents.header.get("kind")
     # Never interleave with a cleanup of the same store.
     with StoreLock(ctx.state_dir, ctx.identity, ctx.label):
         for start in range(0, len(entries), CHUNK):
-            restored, skipped = ctx.store.insert(entries[start : start + CHUNK], id_path)
+            accepted = []
+            for number, entry in enumerate(entries[start : start + CHUNK], start + 1):
+                why = admit(ctx, entry, id_path, source_kind)
+                if why is None:
+                    accepted.append(entry)
+                    continue
+                result.refused += 1
+                result.refusals.append(
+                    {
+                        "entry": number,
+                        "id": entry.get("id") if isinstance(entry, dict) else None,
+                        "key": entry.get("key") if isinstance(entry, dict) else None,
+                        "reason": why,
+                    }
+                )
+            if not accepted:
+                continue
+            restored, skipped = ctx.store.insert(accepted, id_path)
             result.restored += restored
             result.skipped += skipped
     result.duration_s = time.monotonic() - started
@@ -64,7 +88,17 @@ def restore(ctx: StoreContext, path: Path, contents: ArchiveContents) -> Restore
             **run_identity(),
             "store": ctx.label,
             "store_id": ctx.identity,
-            **result.as_dict(),
+            **{k: v for k, v in result.as_dict().items() if k != "refusals"},
         },
     )
     return result
+
+
+def admit(ctx: StoreContext, entry, id_path: str | None, source_kind: str | None) -> str | None:
+    """None if the store can take `entry` (mapped onto its shape in place), else why not."""
+    if not isinstance(entry, dict):
+        return "it is not an archive entry (an object)"
+    prepare = getattr(ctx.store, "prepare_restore", None)
+    if prepare is None:
+        return None
+    return prepare(entry, id_path, source_kind)
