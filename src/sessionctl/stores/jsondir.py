@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import stat
 from collections import Counter
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from ..core.audit import archived_text
 from ..core.errors import store_error
 from ..core.fsutil import PRIVATE_FILE, atomic_write, fsync_dir, os_error_text
 from ..core.mapping import lookup
@@ -78,7 +80,22 @@ def _decode(name: str, raw: bytes) -> Record:
         kind = "null" if data is None else type(data).__name__
         error = f"file holds a {kind}, not an object"
         return Record(key=name, data=None, size=len(raw), error=error, raw=raw)
+    if b"\\u" in raw and _SURROGATE_ESCAPE.search(raw) and not _is_text(data):
+        error = "file holds a lone surrogate (such as \\ud800) in a string: not Unicode text"
+        return Record(key=name, data=None, size=len(raw), error=error, raw=raw)
     return Record(key=name, data=data, size=len(raw), raw=raw)
+
+
+#: A \u escape of a UTF-16 surrogate: only where one occurs can a lone one hide.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _is_text(data: dict) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class JsonDirStore(Store):
@@ -350,6 +367,9 @@ def _restored_bytes(entry: dict) -> bytes:
     (escaped as ASCII when it holds text UTF-8 cannot carry, such as a lone surrogate)."""
     if entry.get("raw_b64") is not None:
         return base64.b64decode(entry["raw_b64"])
+    original = archived_text(entry)
+    if original is not None:
+        return original.encode()  # the file as it was, byte for byte
     record = entry.get("record")
     try:
         return json.dumps(record, indent=2, ensure_ascii=False).encode()

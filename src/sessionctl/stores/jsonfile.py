@@ -9,14 +9,16 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
+from json.decoder import scanstring as _scanstring
 from pathlib import Path
 from typing import Any
 
+from ..core.audit import archived_text
 from ..core.errors import busy_error, store_error
 from ..core.fsutil import PRIVATE_FILE, atomic_write, os_error_text, remove_stale_temps
 from ..core.mapping import lookup
 from ..core.model import Record
-from .base import ArchiveFn, Candidate, RemoveOutcome, Store, canonical_bytes, require_exists
+from .base import ArchiveFn, Candidate, RemoveOutcome, Store, require_exists
 from .restoring import place_id, text_id
 
 WRAPPER_KEYS = ("sessions", "items", "data", "records", "results", "entries")
@@ -24,65 +26,462 @@ WRAPPER_KEYS = ("sessions", "items", "data", "records", "results", "entries")
 REWRITE_ATTEMPTS = 5
 
 
-class Document:
-    """A parsed JSON store: the top-level value and the container that holds the sessions."""
+_ABSENT = object()
 
-    def __init__(self, raw: bytes, path: Path, value: Any = None, like: Document | None = None):
+
+class Document:
+    """A parsed JSON store: the top-level value, the container that holds the sessions, and
+    where each session's text lies in the file ("raw spans").
+
+    A rewrite is a splice of the original text: the spans of the removed sessions (with the
+    separator before each) are cut out, everything else is copied as it was, so survivors keep
+    their bytes exactly (number spellings such as `1E5` or `1e400`, duplicate keys, CRLF line
+    ends, spacing). Nothing that stays is ever serialised again.
+    """
+
+    def __init__(self, raw: bytes, path: Path, layout: _Layout | None = None, **_ignored):
         self.raw = raw
-        self.value = _parse(raw, path) if value is None else value
-        if like is not None:
-            # Our own rewrite of `like` keeps its shape, whatever detection would make of what
-            # is left (an object keyed by id with a null among few sessions looks like nothing).
-            self.wrapper_key = like.wrapper_key
-            self.container = self.value[like.wrapper_key] if like.wrapper_key else self.value
-        else:
-            self.wrapper_key, self.container = _find_container(self.value, path)
+        self.bom = raw.startswith(_BOM)
+        if layout is None:
+            layout = _read_layout(raw, path)
+        self.layout = layout
+        self.text = layout.text
+        self.value = layout.top
+        self.wrapper_key = layout.wrapper_key
+        self.container = layout.container
+        self._by_key: dict | None = None
 
     @property
     def shape(self) -> str:
         inner = "array" if isinstance(self.container, list) else "object keyed by id"
         return f"object wrapping {inner} in {self.wrapper_key!r}" if self.wrapper_key else inner
 
+    @property
+    def keyed(self) -> bool:
+        return not isinstance(self.container, list)
+
     def items(self) -> Iterator[tuple[Any, Any]]:
         if isinstance(self.container, list):
             return iter(enumerate(self.container))
+        if self.layout.aliases:
+            return ((self.layout.shown(k), v) for k, v in self.container.items())
         return iter(self.container.items())
+
+    def records(self) -> Iterator[Record]:
+        broken = self.layout.broken
+        for key, item in self.items():
+            if not broken and type(item) is dict:
+                yield Record(key=key, data=item, size=None)
+            else:
+                yield self.record(key, item)
+
+    def record(self, key: Any, item: Any = _ABSENT, with_raw: bool = False) -> Record:
+        """The record at `key` (as shown); `with_raw` adds its original text (for archives)."""
+        if item is _ABSENT:
+            item = self.get(key)
+        index = self._index(key)
+        if index is None:
+            return _record(key, item)
+        if index in self.layout.broken:
+            return Record(
+                key=key,
+                data=None,
+                size=None,
+                error="record holds a lone surrogate (such as \\ud800) in a string, "
+                "which is not Unicode text",
+                raw=self.raw_text(key).encode(),
+            )
+        record = _record(key, item)
+        if record.data is None or with_raw:
+            # The original text: what an archive keeps, and restore puts back, exactly.
+            record.raw = self.raw_text(key).encode()
+        return record
+
+    def _real_key(self, key: Any) -> Any:
+        return self.layout.aliases.get(key, key) if self.layout.aliases else key
+
+    def _index(self, key: Any) -> int | None:
+        """The position in the layout of the entry `key` names (the last one of duplicates)."""
+        if not self.keyed:
+            return key if isinstance(key, int) and 0 <= key < len(self.container) else None
+        indexes = self.by_key().get(self._real_key(key))
+        return indexes[-1] if indexes else None
+
+    def by_key(self) -> dict[Any, list[int]]:
+        if self._by_key is None:
+            found: dict[Any, list[int]] = {}
+            for index, key in enumerate(self.layout.keys):
+                found.setdefault(key, []).append(index)
+            self._by_key = found
+        return self._by_key
 
     def get(self, key: Any) -> Any:
         try:
-            return self.container[key]
+            return self.container[self._real_key(key)]
         except (KeyError, IndexError, TypeError):
             return _ABSENT
 
-    def without(self, keys: set) -> Any:
-        """The top-level value with the entries at `keys` left out (self is not changed)."""
-        if isinstance(self.container, list):
-            kept: Any = [item for index, item in enumerate(self.container) if index not in keys]
+    def raw_text(self, key: Any) -> str:
+        """The original text of the value at `key` (for an object member: its value only)."""
+        index = self._index(key)
+        if index is None:
+            return ""
+        layout = self.layout
+        start = layout.value_starts[index] if self.keyed else layout.starts[index]
+        return layout.text[start : layout.ends[index]]
+
+    def without(self, keys: set) -> Document:
+        """The document with the entries at `keys` cut out of the original text."""
+        layout = self.layout
+        if self.keyed:
+            by_key = self.by_key()
+            doomed = {i for key in keys for i in by_key.get(self._real_key(key), ())}
         else:
-            kept = {k: v for k, v in self.container.items() if k not in keys}
-        return self._rewrap(kept)
-
-    def with_added(self, entries: list[tuple[Any, Any]]) -> Any:
-        if isinstance(self.container, list):
-            grown: Any = self.container + [value for _, value in entries]
+            doomed = {key for key in keys if isinstance(key, int)}
+        if not doomed:
+            return self
+        n = len(layout.starts)
+        kept = [i for i in range(n) if i not in doomed]
+        text = layout.text
+        pieces: list[str] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        value_starts: list[int] = []
+        if not kept:
+            pieces.append(text[: layout.open + 1])
+            length = layout.open + 1
         else:
-            grown = dict(self.container)
-            for key, value in entries:
-                grown[str(key)] = value
-        return self._rewrap(grown)
+            pieces.append(text[: layout.starts[0]])
+            length = layout.starts[0]
+            run_start = previous = None
+            first = True
+            for index in [*kept, None]:
+                if index is not None and previous is not None and index == previous + 1:
+                    previous = index
+                    continue
+                if run_start is not None:
+                    # Copy the run [run_start..previous] whole; after the first run, with the
+                    # separator that stood before it.
+                    begin = layout.starts[run_start] if first else layout.ends[run_start - 1]
+                    first = False
+                    shift = length - begin
+                    pieces.append(text[begin : layout.ends[previous]])
+                    length += layout.ends[previous] - begin
+                    starts += [s + shift for s in layout.starts[run_start : previous + 1]]
+                    ends += [e + shift for e in layout.ends[run_start : previous + 1]]
+                    if self.keyed:
+                        value_starts += [
+                            s + shift for s in layout.value_starts[run_start : previous + 1]
+                        ]
+                run_start = previous = index
+        tail = layout.close if not kept else layout.ends[n - 1]
+        shift = length - tail
+        pieces.append(text[tail:])
+        new_text = "".join(pieces)
+        if isinstance(self.container, list):
+            container: Any = [self.container[i] for i in kept]
+            keys: list = []
+        else:
+            gone = {layout.keys[i] for i in doomed}
+            container = {k: v for k, v in self.container.items() if k not in gone}
+            keys = [layout.keys[i] for i in kept]
+        top = container
+        if self.wrapper_key is not None:
+            top = dict(self.value)
+            top[self.wrapper_key] = container
+        new_layout = _Layout(
+            text=new_text,
+            top=top,
+            wrapper_key=self.wrapper_key,
+            container=container,
+            open=layout.open,
+            close=layout.open + 1 if not kept else layout.close + shift,
+            starts=starts,
+            ends=ends,
+            value_starts=value_starts,
+            keys=keys,
+            broken={kept.index(i) for i in layout.broken if i in kept} if layout.broken else set(),
+            aliases=layout.aliases,
+        )
+        return Document(self.encode(new_text), Path(), layout=new_layout)
 
-    def _rewrap(self, container: Any) -> Any:
-        if self.wrapper_key is None:
-            return container
-        top = dict(self.value)
-        top[self.wrapper_key] = container
-        return top
+    def encode(self, text: str) -> bytes:
+        data = text.encode("utf-8", "surrogatepass")
+        return _BOM + data if self.bom else data
 
-    def dump(self, value: Any) -> bytes:
-        return _dump_like(value, self.raw)
+    def with_added(self, added: list[tuple]) -> bytes:
+        """The file's bytes with entries appended in its own style; the rest as it was.
+
+        Each entry is (key, value, original text of the value or None): an entry that carries
+        its original text goes back exactly as it was.
+        """
+        layout = self.layout
+        text = layout.text
+        style = _Style(text)
+        keyed = self.keyed
+        n = len(layout.starts)
+        if n >= 2:
+            separator = text[layout.ends[n - 2] : layout.starts[n - 1]]
+        elif n == 1:
+            lead = text[layout.open + 1 : layout.starts[0]]
+            separator = "," + lead if "\n" in lead else style.comma
+        else:
+            separator = ""
+        if n:
+            base = separator.rsplit("\n", 1)[1] if "\n" in separator else ""
+        else:
+            line_start = text.rfind("\n", 0, layout.open) + 1
+            outer = text[line_start : layout.open]
+            outer = outer[: len(outer) - len(outer.lstrip(" \t"))]
+            base = outer + style.unit if style.indent is not None else ""
+            separator = ("," + style.newline + base) if style.indent is not None else style.comma
+        pieces = [_entry_text(entry, keyed, style, base) for entry in added]
+        if n:
+            insert_at = layout.ends[n - 1]
+            middle = "".join(separator + piece for piece in pieces)
+            new_text = text[:insert_at] + middle + text[insert_at:]
+        else:
+            body = separator.join(pieces)
+            if style.indent is not None:
+                body = style.newline + base + body + style.newline + outer
+            new_text = text[: layout.open + 1] + body + text[layout.close :]
+        return self.encode(new_text)
 
 
-_ABSENT = object()
+_BOM = b"\xef\xbb\xbf"
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+#: A \u escape of a UTF-16 surrogate: only where one occurs can a lone one hide.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_DECODER = json.JSONDecoder()
+
+
+class _Bad(Exception):
+    """The fast reader met something it does not accept: json.loads says what, exactly."""
+
+
+class _Layout:
+    """Where things are in a store's text. Spans are offsets in `text` (the file without its
+    byte order mark); for an object, `starts` is where a member's key begins, `value_starts`
+    where its value does. `broken`: entries that are not Unicode text; `aliases`: keys as shown
+    (escaped) -> keys as they are, for keys that are not Unicode text."""
+
+    text: str
+    top: Any
+    wrapper_key: str | None
+    container: Any
+    open: int
+    close: int
+    starts: list[int]
+    ends: list[int]
+    value_starts: list[int]
+    keys: list
+
+    def __init__(self, **fields):
+        self.broken: set[int] = set()
+        self.aliases: dict = {}
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def shown(self, key: Any) -> Any:
+        """The key as sessionctl shows it: one that is not Unicode text is escaped."""
+        return self._shown.get(key, key)
+
+    @property
+    def _shown(self) -> dict:
+        return {real: shown for shown, real in self.aliases.items()}
+
+
+def _read_layout(raw: bytes, path: Path) -> _Layout:
+    if not raw.strip() or raw.strip() == _BOM:
+        _parse(raw, path)  # raises, with the message of an empty store
+    try:
+        text = raw[3:].decode("utf-8") if raw.startswith(_BOM) else raw.decode("utf-8")
+    except UnicodeDecodeError:
+        _parse(raw, path)
+        raise
+    try:
+        layout = _scan_document(text)
+    except (_Bad, StopIteration, IndexError, ValueError, RecursionError):
+        _parse(raw, path)  # raises with json's own words for what is wrong
+        raise store_error(f"{path} is not valid JSON") from None
+    layout.wrapper_key, layout.container = _find_container(layout.top, path)
+    if layout.wrapper_key is not None:
+        inner = layout.inner.get(layout.wrapper_key)
+        if inner is None:  # not walked in the first pass (never for a wrapper key)
+            inner = _walk(text, layout.inner_start[layout.wrapper_key])
+        for name in ("open", "close", "starts", "ends", "value_starts", "keys"):
+            setattr(layout, name, getattr(inner, name))
+        layout.container = inner.container
+    del layout.inner, layout.inner_start
+    _find_broken(layout)
+    return layout
+
+
+def _scan_document(text: str) -> _Layout:
+    start = _WHITESPACE.match(text, 0).end()
+    opener = text[start] if start < len(text) else ""
+    if opener in "[{":
+        top = _walk(text, start, wrappers=True)
+        end = top.close + 1
+    else:
+        value, end = _DECODER.scan_once(text, start)
+        top = _Layout(text=text, container=value, inner={}, inner_start={})
+    if _WHITESPACE.match(text, end).end() != len(text):
+        raise _Bad("extra data")
+    top.text = text
+    top.top = top.container
+    return top
+
+
+def _walk(text: str, at: int, wrappers: bool = False) -> Any:
+    """The array or object starting at `at`, with the span of each element or member. At the top
+    (`wrappers`), a member that may be the sessions' wrapper is walked the same way."""
+    scan = _DECODER.scan_once
+    skip = _WHITESPACE.match
+    starts: list[int] = []
+    ends: list[int] = []
+    value_starts: list[int] = []
+    keys: list = []
+    inner: dict = {}
+    inner_start: dict = {}
+    j = skip(text, at + 1).end()
+    if text[at] == "[":
+        container: Any = []
+        append = container.append
+        if text[j] != "]":
+            while True:
+                starts.append(j)
+                value, j = scan(text, j)
+                append(value)
+                ends.append(j)
+                j = skip(text, j).end()
+                if text[j] == "]":
+                    break
+                if text[j] != ",":
+                    raise _Bad
+                j = skip(text, j + 1).end()
+    else:
+        container = {}
+        if text[j] != "}":
+            while True:
+                if text[j] != '"':
+                    raise _Bad
+                key, k = _scanstring(text, j + 1, True)
+                k = skip(text, k).end()
+                if text[k] != ":":
+                    raise _Bad
+                k = skip(text, k + 1).end()
+                if wrappers and (text[k] == "[" or (text[k] == "{" and key in WRAPPER_KEYS)):
+                    walked = _walk(text, k)
+                    value, end = walked.container, walked.close + 1
+                    inner[key] = walked
+                    inner_start[key] = k
+                else:
+                    value, end = scan(text, k)
+                container[key] = value
+                keys.append(key)
+                starts.append(j)
+                value_starts.append(k)
+                ends.append(end)
+                j = skip(text, end).end()
+                if text[j] == "}":
+                    break
+                if text[j] != ",":
+                    raise _Bad
+                j = skip(text, j + 1).end()
+    return _Layout(
+        text=text,
+        container=container,
+        open=at,
+        close=j,
+        starts=starts,
+        ends=ends,
+        value_starts=value_starts,
+        keys=keys,
+        inner=inner,
+        inner_start=inner_start,
+    )
+
+
+def _find_broken(layout: _Layout) -> None:
+    """Entries holding a lone surrogate (`"\\ud800"`): JSON's syntax allows one, Unicode text
+    does not; such an entry is kept as text, and judged invalid. Keys that hold one are shown
+    escaped."""
+    text = layout.text
+    hits = [m.start() for m in _SURROGATE_ESCAPE.finditer(text, layout.open, layout.close)]
+    if not hits:
+        return
+    import bisect
+
+    keyed = not isinstance(layout.container, list)
+    for index in sorted({bisect.bisect_right(layout.starts, hit) - 1 for hit in hits}):
+        if index < 0 or hit_outside(layout, index, hits):
+            continue
+        if keyed:
+            key = layout.keys[index]
+            if not _is_text(key):
+                layout.aliases[json.dumps(key)[1:-1]] = key
+                layout.broken.add(index)
+                continue
+            value = layout.container.get(key)
+        else:
+            value = layout.container[index]
+        if not _is_text(value):
+            layout.broken.add(index)
+
+
+def hit_outside(layout: _Layout, index: int, hits: list[int]) -> bool:
+    start, end = layout.starts[index], layout.ends[index]
+    return not any(start <= hit < end for hit in hits)
+
+
+def _is_text(value: Any) -> bool:
+    """Whether every string in `value` is Unicode text (no lone surrogate)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    except (ValueError, TypeError, RecursionError):
+        return True
+    return True
+
+
+class _Style:
+    """How a store's file is written: indentation, separators, escaping, line ends."""
+
+    def __init__(self, text: str):
+        head = text[:65536]
+        self.indent: int | str | None = None
+        self.unit = ""
+        if "\n" in head.strip():
+            match = re.search(r"\n([ \t]+)\S", head)
+            if match:
+                whitespace = match.group(1)
+                self.indent = "\t" if "\t" in whitespace else len(whitespace)
+                self.unit = "\t" if self.indent == "\t" else " " * len(whitespace)
+        self.newline = "\r\n" if "\r\n" in head else "\n"
+        self.colon = ": " if re.search(r'"\s*:\s', head) else ":"
+        self.comma = ", " if self.indent is None and re.search(r",\s", head) else ","
+        self.ascii = text.isascii()
+
+    def dump(self, value: Any, base: str) -> str:
+        text = json.dumps(
+            value,
+            indent=self.indent,
+            separators=(self.comma, self.colon),
+            ensure_ascii=self.ascii,
+        )
+        if self.indent is not None:
+            text = text.replace("\n", self.newline + base)
+        return text
+
+
+def _entry_text(entry: tuple, keyed: bool, style: _Style, base: str) -> str:
+    key, value, raw_value = entry
+    piece = raw_value.strip(" \t\r\n\ufeff") if raw_value else style.dump(value, base)
+    if not keyed:
+        return piece
+    return json.dumps(str(key), ensure_ascii=style.ascii) + style.colon + piece
 
 
 def _parse(raw: bytes, path: Path) -> Any:
@@ -131,26 +530,10 @@ def _find_container(value: Any, path: Path) -> tuple[str | None, Any]:
     )
 
 
-def _dump_like(value: Any, original: bytes) -> bytes:
-    """Serialise in the original's style: indentation, separators, escaping, final newline."""
-    head = original[:65536].decode("utf-8", "replace")
-    indent: int | str | None = None
-    stripped = head.strip()
-    if "\n" in stripped:
-        match = re.search(r"\n([ \t]+)\S", head)
-        if match:
-            whitespace = match.group(1)
-            indent = "\t" if "\t" in whitespace else len(whitespace)
-    colon = ": " if re.search(r'"\s*:\s', head) else ":"
-    comma = ", " if indent is None and re.search(r",\s", head) else ","
-    text = json.dumps(
-        value, indent=indent, separators=(comma, colon), ensure_ascii=original.isascii()
-    )
-    if original.startswith(b"\xef\xbb\xbf"):
-        text = "\ufeff" + text
-    if original.rstrip(b" \t").endswith(b"\n"):
-        text += "\n"
-    return text.encode("utf-8")
+def canonical_bytes(value: Any) -> bytes:
+    """A value's content, comparable whatever it holds (a lone surrogate too)."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=repr)
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _record(key: Any, item: Any) -> Record:
@@ -199,9 +582,7 @@ class JsonFileStore(Store):
         return self._document
 
     def iter_records(self) -> Iterator[Record]:
-        document = self.load()
-        for key, item in document.items():
-            yield _record(key, item)
+        yield from self.load().records()
 
     def sample(self, limit: int = 50) -> tuple[list[str], list[dict]]:
         document = self._document or self.load()
@@ -238,11 +619,7 @@ class JsonFileStore(Store):
             raise RuntimeError("current() before the store was read")
         latest = self._read()
         located = _locate(candidates, selected, latest)
-        return {
-            c.key: _record(located[c.key], latest.get(located[c.key]))
-            for c in candidates
-            if c.key in located
-        }
+        return {c.key: latest.record(located[c.key]) for c in candidates if c.key in located}
 
     def remove(self, candidates: list[Candidate], archive: ArchiveFn) -> RemoveOutcome:
         selected = self._document
@@ -257,13 +634,14 @@ class JsonFileStore(Store):
                 outcome = RemoveOutcome()
                 outcome.changed = [c.key for c in candidates if c.key not in located]
                 doomed = [(c.key, located[c.key]) for c in candidates if c.key in located]
-                outcome.removed = [_record(key, latest.get(position)) for key, position in doomed]
+                outcome.removed = [_removed(latest, key, position) for key, position in doomed]
                 fresh = [r for r in outcome.removed if r.key not in archived]
                 if fresh:
                     archive(fresh)
                     archived.update(r.key for r in fresh)
-                new_value = latest.without({position for _, position in doomed})
-                new_bytes = latest.dump(new_value)
+                # A splice of the original text: survivors keep their bytes.
+                rewritten = latest.without({position for _, position in doomed})
+                new_bytes = rewritten.raw
                 # Each write checks, after its fsync and right before its rename, that the
                 # file is still the one read: an application write in between is never lost.
                 if not atomic_write(
@@ -272,7 +650,7 @@ class JsonFileStore(Store):
                     continue
                 if not atomic_write(self.target, new_bytes, like=self._stat, check=unchanged):
                     continue
-                self._document = Document(new_bytes, self.path, value=new_value, like=latest)
+                self._document = rewritten
                 return outcome
         raise busy_error(
             f"{self.path} kept changing while sessionctl tried to rewrite it; nothing was removed",
@@ -382,12 +760,12 @@ class JsonFileStore(Store):
             ):
                 skipped += 1
                 continue
-            added.append((key, entry.get("record")))
+            added.append((key, entry.get("record"), archived_text(entry)))
             existing_ids.add(str(session_id))
             existing_keys.add(str(key))
         if not added:
             return 0, skipped
-        new_bytes = document.dump(document.with_added(added))
+        new_bytes = document.with_added(added)
         if not atomic_write(self.backup_path, document.raw, mode=PRIVATE_FILE, check=unchanged):
             return None
         if not atomic_write(self.target, new_bytes, like=self._stat, check=unchanged):
@@ -421,29 +799,37 @@ def _identity(info: os.stat_result) -> tuple:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
+def _removed(document: Document, key: Any, position: Any) -> Record:
+    """The record at `position`, known by the key selection gave it, with its original text."""
+    record = document.record(position, with_raw=True)
+    record.key = key
+    return record
+
+
 def _locate(candidates: list[Candidate], selected: Document, latest: Document) -> dict[Any, Any]:
     """Where each candidate's record sits in `latest`, if it is still there unchanged.
 
     When the file is byte-identical to the one selection read, keys are positions as they were.
-    Otherwise records are matched by content: a record the application changed is left alone.
+    Otherwise records are matched by their original text: one the application changed (even by
+    a byte) is left alone.
     """
     if latest.raw == selected.raw:
         return {c.key: c.key for c in candidates}
-    positions: dict[bytes, list] = {}
-    for key, item in latest.items():
-        positions.setdefault(canonical_bytes(item), []).append(key)
     located = {}
-    keyed = not isinstance(latest.container, list)
+    if latest.keyed:
+        for candidate in candidates:
+            if selected._index(candidate.key) is None or latest._index(candidate.key) is None:
+                continue
+            if latest.raw_text(candidate.key) == selected.raw_text(candidate.key):
+                located[candidate.key] = candidate.key
+        return located
+    positions: dict[str, list] = {}
+    for index in range(len(latest.container)):
+        positions.setdefault(latest.raw_text(index), []).append(index)
     for candidate in candidates:
-        original = selected.get(candidate.key)
-        if original is _ABSENT:
+        if selected._index(candidate.key) is None:
             continue
-        spots = positions.get(canonical_bytes(original))
-        if not spots:
-            continue
-        if keyed and candidate.key in spots:
-            spots.remove(candidate.key)
-            located[candidate.key] = candidate.key
-        elif not keyed:
+        spots = positions.get(selected.raw_text(candidate.key))
+        if spots:
             located[candidate.key] = spots.pop(0)
     return located
