@@ -155,6 +155,22 @@ def test_bad_option_values_are_usage_errors_before_anything_happens(
     assert audit_entries(state_dir) == []  # not even a run recorded as "ok"
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["cleanup", "--max-size", "9" * 400],
+        ["cleanup", "--expired", "--max-size", "9" * 400 + "MB"],
+        ["stats", "--alert-size", "9" * 400],
+    ],
+)
+def test_a_size_too_large_for_a_number_is_a_usage_error(cli, tmp_path, now, args):
+    path = write_json(tmp_path / "s.json", expiring_records(now))
+    before = store_files_snapshot(path)
+    result = cli(args[0], "-s", path, *args[1:], code=2)
+    assert "too large" in one_line_error(result)
+    assert store_files_snapshot(path) == before
+
+
 def test_a_long_but_bounded_duration_is_accepted(cli, tmp_path, now):
     path = write_json(tmp_path / "s.json", expiring_records(now))
     result = json.loads(

@@ -194,7 +194,10 @@ def parse_size(text: str | int, what: str = "size") -> int:
     unit = match.group(2).lower() if match else None
     if not match or unit not in _SIZE_UNITS:
         raise usage_error(f"{what}: not a size: {str(text)!r}", "use e.g. 500K, 10MB or 1G")
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    number = float(match.group(1)) * _SIZE_UNITS[unit]
+    if not math.isfinite(number):
+        raise usage_error(f"{what}: {_shorten(str(text).strip())!r} is too large a size")
+    return int(number)
 
 
 def format_size(size: int | None) -> str | None:
