@@ -1,0 +1,211 @@
+"""JSON stores are rewritten as splices of their own text: what a cleanup leaves keeps its bytes.
+
+Survivors are never serialised again (`1e400` stays `1e400`, not `Infinity`; `1E5` stays `1E5`;
+CRLF, duplicate keys and spacing stay), archives hold valid JSON, and a lone surrogate
+(`"\\ud800"`) makes one invalid session instead of a crash; restore puts it back byte for byte.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from sessionctl.core.audit import read_archive
+
+PAST = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3 * 86400))
+SOON = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3 * 86400))
+
+
+def _expired(sid: str, extra: str = "") -> str:
+    return f'{{"session_id":"{sid}","expires_at":"{PAST}"{extra}}}'
+
+
+def _active(sid: str, extra: str = "") -> str:
+    return f'{{"session_id":"{sid}", "expires_at": "{SOON}"{extra}}}'
+
+
+#: Survivors spelled the ways a re-serialisation would change.
+ODD = [
+    _active("big", ', "big": 1e400, "small": -1e400'),
+    _active("exp", ',"n":1E5,"m":1.0e-7,"z":-0,"f":1.10'),
+    _active("dup", ', "x": 1, "x": 2,   "x"  :  3'),
+    _active("esc", ', "u": "\\u00e9\\/", "emoji": "\\ud83d\\ude00"'),
+]
+
+
+def _strict_lines(path: Path) -> list[dict]:
+    """Every archive line parsed as strict JSON (no NaN, no Infinity, valid UTF-8)."""
+
+    def refuse(name):
+        raise AssertionError(f"{name} is not JSON")
+
+    with gzip.open(path, "rb") as handle:
+        return [json.loads(line.decode("utf-8"), parse_constant=refuse) for line in handle]
+
+
+def _cleanup(cli, store: str, *args) -> dict:
+    return json.loads(cli("cleanup", "-s", store, *args, "-f", "json").stdout)
+
+
+def test_survivors_of_an_array_keep_their_bytes(cli, tmp_path):
+    elements = [_expired("gone0"), ODD[0], _expired("gone1"), ODD[1], ODD[2], ODD[3]]
+    elements.append(_expired("gone2", ', "big": 1E400'))
+    text = "[\r\n  " + ",\r\n  ".join(elements) + "\r\n]\r\n"
+    path = tmp_path / "sessions.json"
+    path.write_bytes(text.encode())
+    result = _cleanup(cli, f"json:{path}", "--expired")
+    assert result["deleted"] == 3
+    expected = "[\r\n  " + ",\r\n  ".join(ODD) + "\r\n]\r\n"
+    assert path.read_bytes() == expected.encode()
+    lines = _strict_lines(Path(result["archive"]))
+    assert [e["id"] for e in lines[1:]] == ["gone0", "gone1", "gone2"]
+    # 1E400 is kept exactly, so that restore puts back what was removed.
+    assert lines[-1]["raw_json"] == elements[-1]
+
+
+def test_survivors_of_a_keyed_and_of_a_wrapped_store_keep_their_bytes(cli, tmp_path):
+    keyed = tmp_path / "keyed.json"
+    members = {"a": _expired("a"), "b": ODD[0], "c": ODD[2], "d": _expired("d"), "e": ODD[1]}
+    keyed.write_bytes(("{" + ",  ".join(f'"{k}" :{v}' for k, v in members.items()) + "}").encode())
+    assert _cleanup(cli, f"json:{keyed}", "--expired")["deleted"] == 2
+    kept = {k: v for k, v in members.items() if k in "bce"}
+    assert (
+        keyed.read_bytes()
+        == ("{" + ",  ".join(f'"{k}" :{v}' for k, v in kept.items()) + "}").encode()
+    )
+
+    wrapped = tmp_path / "wrapped.json"
+    head = '{"version": 1e400, "note": "x", "n": 1E5,\n "sessions": [\n'
+    items = [ODD[1], _expired("w1"), ODD[0], _expired("w2")]
+    wrapped.write_bytes((head + ",\n".join(items) + '\n], "tail": -0}\n').encode())
+    assert _cleanup(cli, f"json:{wrapped}", "--expired")["deleted"] == 2
+    after = head + ",\n".join([ODD[1], ODD[0]]) + '\n], "tail": -0}\n'
+    assert wrapped.read_bytes() == after.encode()
+
+
+def test_removing_every_session_leaves_the_rest_of_the_file(cli, tmp_path):
+    path = tmp_path / "sessions.json"
+    path.write_bytes(
+        f'\ufeff{{"sessions": [ {_expired("a")} , {_expired("b")} ], "v": 1E5}}\n'.encode()
+    )
+    assert _cleanup(cli, f"json:{path}", "--expired")["deleted"] == 2
+    assert path.read_bytes() == '\ufeff{"sessions": [], "v": 1E5}\n'.encode()
+
+
+def test_restore_puts_back_the_original_text_in_the_files_own_style(cli, tmp_path):
+    path = tmp_path / "sessions.json"
+    gone = _expired("gone", ', "n": 1e400, "x": 1, "x": 2')
+    text = "[\r\n\t" + ",\r\n\t".join([ODD[1], gone, ODD[0]]) + "\r\n]"
+    path.write_bytes(text.encode())
+    result = _cleanup(cli, f"json:{path}", "--expired")
+    survivors = "[\r\n\t" + ",\r\n\t".join([ODD[1], ODD[0]]) + "\r\n]"
+    assert path.read_bytes() == survivors.encode()
+    cli("restore", "-s", f"json:{path}", result["archive"])
+    # Appended after the last session, with the file's own separator; the rest untouched.
+    assert path.read_bytes() == (survivors[:-3] + ",\r\n\t" + gone + "\r\n]").encode()
+
+
+def test_restore_into_an_empty_indented_array_uses_its_indentation(cli, tmp_path):
+    path = tmp_path / "sessions.json"
+    path.write_text('{\n  "sessions": [\n    ' + _expired("a") + "\n  ]\n}\n")
+    archive = _cleanup(cli, f"json:{path}", "--expired")["archive"]
+    assert path.read_text() == '{\n  "sessions": []\n}\n'
+    cli("restore", "-s", f"json:{path}", archive)
+    record = f'{{\n      "session_id": "a",\n      "expires_at": "{PAST}"\n    }}'
+    assert path.read_text() == '{\n  "sessions": [\n    ' + record + "\n  ]\n}\n"
+
+
+LONE = '{"session_id":"lone\\ud800","expires_at":"' + SOON + '","u":"\\udc00x"}'
+
+
+@pytest.mark.parametrize("kind", ["json", "jsondir"])
+def test_a_lone_surrogate_is_one_invalid_session_archived_exactly(cli, tmp_path, kind):
+    if kind == "json":
+        store = tmp_path / "sessions.json"
+        store.write_bytes(f"[{_active('ok')}, {LONE},\n{_expired('old')}]".encode())
+        address = f"json:{store}"
+    else:
+        store = tmp_path / "sessions"
+        store.mkdir()
+        (store / "ok.json").write_text(_active("ok"))
+        (store / "lone.json").write_bytes(LONE.encode())
+        (store / "old.json").write_text(_expired("old"))
+        address = f"jsondir:{store}"
+    listed = json.loads(cli("list", "-s", address, "-f", "json").stdout)
+    status = {s["status"] for s in listed}
+    assert len(listed) == 3 and status == {"active", "invalid", "expired"}
+    invalid = next(s for s in listed if s["status"] == "invalid")
+    assert [r["code"] for r in invalid["reasons"]] == ["corrupt"]
+    assert "surrogate" in invalid["reasons"][0]["message"]
+    cli("list", "-s", address)
+    cli("validate", "-s", address, code=1)
+    stats = json.loads(cli("stats", "-s", address, "-f", "json").stdout)
+    assert stats["invalid"] == 1
+
+    result = _cleanup(cli, address, "--invalid")
+    assert result["deleted"] == 1 and result["outcome"] == "ok"
+    entries = _strict_lines(Path(result["archive"]))[1:]
+    assert len(entries) == 1 and entries[0]["raw_json"] == LONE
+    assert read_archive(Path(result["archive"])).entries[0]["record"]["session_id"] == "lone\ud800"
+    if kind == "json":
+        assert store.read_bytes() == f"[{_active('ok')},\n{_expired('old')}]".encode()
+    else:
+        assert not (store / "lone.json").exists()
+
+    cli("restore", "-s", address, result["archive"])
+    if kind == "json":
+        # After the last session, with the separator that stood before it.
+        assert store.read_bytes() == f"[{_active('ok')},\n{_expired('old')},\n{LONE}]".encode()
+    else:
+        assert (store / "lone.json").read_bytes() == LONE.encode()
+
+
+def test_a_lone_surrogate_in_an_object_key_is_shown_escaped(cli, tmp_path):
+    path = tmp_path / "sessions.json"
+    path.write_bytes(('{"k\\ud800": ' + _active("x") + ', "ok": ' + _active("ok") + "}").encode())
+    listed = json.loads(cli("list", "-s", f"json:{path}", "-f", "json").stdout)
+    assert sorted(s["status"] for s in listed) == ["active", "invalid"]
+    result = _cleanup(cli, f"json:{path}", "--invalid")
+    assert result["deleted"] == 1
+    assert path.read_bytes() == ('{"ok": ' + _active("ok") + "}").encode()
+
+
+def test_a_folder_file_with_an_infinity_is_archived_as_json_and_restored_exactly(cli, tmp_path):
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    original = _expired("inf", ', "n": 1e400,\r\n "x": 1, "x": 2').encode()
+    (folder / "inf.json").write_bytes(original)
+    (folder / "ok.json").write_text(_active("ok"))
+    result = _cleanup(cli, f"jsondir:{folder}", "--expired")
+    assert result["deleted"] == 1
+    entry = _strict_lines(Path(result["archive"]))[1]
+    assert entry["record"]["n"] == {"$float": "Infinity"}
+    cli("restore", "-s", f"jsondir:{folder}", result["archive"])
+    assert (folder / "inf.json").read_bytes() == original
+
+
+def test_an_application_change_between_selection_and_rewrite_is_kept(cli, tmp_path, monkeypatch):
+    """Records are matched by their text when the file changed meanwhile: a session the
+    application rewrote (even by one byte of spelling) is left alone."""
+    from sessionctl.stores import jsonfile
+
+    path = tmp_path / "sessions.json"
+    upper, lower = _expired("a", ',"n":1E5'), _expired("a", ',"n":1e5')
+    path.write_text(f"[{upper}, {_expired('b')}]")
+    real_latest = jsonfile.JsonFileStore._latest
+    calls = []
+
+    def meddle(self):
+        if not calls:
+            calls.append(1)
+            path.write_text(f"[{_active('new')}, {lower}, {_expired('b')}]")
+        return real_latest(self)
+
+    monkeypatch.setattr(jsonfile.JsonFileStore, "_latest", meddle)
+    result = _cleanup(cli, f"json:{path}", "--expired")
+    assert result["deleted"] == 1 and result["changed"] == 1
+    assert path.read_text() == f"[{_active('new')}, {lower}]"
