@@ -67,7 +67,7 @@ def _outside_state(outside: Path) -> dict:
 
 
 @pytest.mark.parametrize(
-    "args", [["--all", "--yes"], ["--expired", "--invalid"], ["--max-count", "0"]]
+    "args", [["--all", "--yes"], ["--expired", "--invalid"], ["--max-count", "0", "--yes"]]
 )
 def test_folder_cleanup_touches_only_regular_files(cli, hostile_folder, args):
     folder, outside, links = hostile_folder
