@@ -209,3 +209,84 @@ def test_an_application_change_between_selection_and_rewrite_is_kept(cli, tmp_pa
     result = _cleanup(cli, f"json:{path}", "--expired")
     assert result["deleted"] == 1 and result["changed"] == 1
     assert path.read_text() == f"[{_active('new')}, {lower}]"
+
+
+# --- the lock beside the store (lock = "store") ---------------------------------------------------
+
+
+def _config(tmp_path: Path, address: str, lock: str, where: str = "stores.app") -> Path:
+    config = tmp_path / "config.toml"
+    if where == "defaults":
+        config.write_text(
+            f'store = "app"\n[defaults]\nlock = "{lock}"\n[stores.app]\naddress = "{address}"\n'
+        )
+    else:
+        config.write_text(f'[stores.app]\naddress = "{address}"\nlock = "{lock}"\n')
+    return config
+
+
+def _cleanup_with(cli, config: Path) -> dict:
+    args = ["--config", config, "cleanup", "-s", "app", "--expired", "-f", "json"]
+    return json.loads(cli(*args).stdout)
+
+
+def _other_host_holds(lock_file: Path, tmp_path: Path):
+    """Another host's cleanup of the same store: its own state folder, the same lock file."""
+    from sessionctl.core.locking import StoreLock
+
+    return StoreLock(tmp_path / "other-host-state", "elsewhere", "app", beside=lock_file).acquire()
+
+
+@pytest.mark.parametrize("where", ["stores.app", "defaults"])
+def test_a_lock_beside_a_json_file_keeps_a_second_host_out(cli, tmp_path, where):
+    from helpers import one_line_error
+
+    path = tmp_path / "shared" / "sessions.json"
+    path.parent.mkdir()
+    path.write_text(f"[{_expired('a')}, {_active('b')}, {_expired('c')}]")
+    config = _config(tmp_path, f"json:{path}", "store", where)
+    lock_file = tmp_path / "shared" / "sessions.json.sessionctl.lock"
+    archive = _cleanup_with(cli, config)["archive"]
+    assert lock_file.exists()  # left in place: removing it would race a waiting run
+    text = path.read_text()
+    held = _other_host_holds(lock_file, tmp_path)
+    try:
+        result = cli("--config", config, "cleanup", "-s", "app", "--all", "--yes", code=4)
+        line = one_line_error(result)
+        assert "another cleanup of app is running" in line and "pid" in line
+        one_line_error(cli("--config", config, "restore", "-s", "app", archive, code=4))
+        assert path.read_text() == text
+    finally:
+        held.release()
+    cli("--config", config, "restore", "-s", "app", archive)
+    # Without lock = "store", a run does not look beside the store (the default).
+    held = _other_host_holds(lock_file, tmp_path)
+    try:
+        assert _cleanup(cli, f"json:{path}", "--expired")["deleted"] == 2
+    finally:
+        held.release()
+
+
+def test_a_lock_inside_a_folder_store_is_not_a_session(cli, tmp_path):
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    (folder / "a.json").write_text(_expired("a"))
+    (folder / "b.json").write_text(_active("b"))
+    config = _config(tmp_path, f"jsondir:{folder}", "store")
+    held = _other_host_holds(folder / ".sessionctl.lock", tmp_path)
+    try:
+        cli("--config", config, "cleanup", "-s", "app", "--expired", code=4)
+        assert sorted(p.name for p in folder.iterdir()) == [".sessionctl.lock", "a.json", "b.json"]
+    finally:
+        held.release()
+    assert _cleanup_with(cli, config)["deleted"] == 1
+    listed = json.loads(cli("--config", config, "list", "-s", "app", "-f", "json").stdout)
+    assert [s["id"] for s in listed] == ["b"]
+    assert (folder / ".sessionctl.lock").exists()
+
+
+def test_a_lock_setting_other_than_state_or_store_is_a_usage_error(cli, tmp_path):
+    path = tmp_path / "sessions.json"
+    path.write_text(f"[{_active('a')}]")
+    result = cli("--config", _config(tmp_path, f"json:{path}", "nfs"), "list", "-s", "app", code=2)
+    assert "lock: invalid value 'nfs'" in result.stderr

@@ -41,6 +41,7 @@ STORE_SETTINGS: dict[str, tuple[Any, str]] = {
     "busy_timeout": (5.0, "duration"),
     "archive": (True, "bool"),
     "archive_dir": (None, "path"),
+    "lock": ("state", "lock"),
     "fields": ({}, "table"),
     "payload": (None, "list"),
     "rules": ({}, "table"),
@@ -208,6 +209,10 @@ def convert(key: str, value: Any, kind: str, where: str) -> Any:
             if isinstance(value, list):
                 return [str(part) for part in value]
             raise ValueError
+        if kind == "lock":
+            if value in ("state", "store"):
+                return value
+            raise ValueError
         if kind == "size":
             return parse_size(value, label)
         if not isinstance(value, str):
@@ -320,6 +325,8 @@ STARTER_TEMPLATE = """\
 #   busy_timeout   how long to wait for a locked SQLite database (5s)
 #   archive        keep removed sessions in a gzip'd NDJSON archive (true)
 #   archive_dir    where archives go (default: the state folder)
+#   lock           "state" (one cleanup at a time on this host) or "store" (also a lock file
+#                  beside the store, for a store several hosts share, e.g. on NFS)
 #
 #   [stores.NAME.fields]  id / created / accessed / expires / group = "column.or.json.path"
 #   [stores.NAME.rules]   required = [...], allowed = {{ f = [...] }}, types = {{ f = "string" }}

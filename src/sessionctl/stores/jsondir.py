@@ -272,6 +272,11 @@ class JsonDirStore(Store):
             pass
         os.unlink(trash)
 
+    def lock_beside(self) -> Path:
+        """The cleanup lock other hosts see (`lock = "store"`): inside the folder, hidden, so
+        never read as a session."""
+        return Path(os.path.realpath(self.path)) / ".sessionctl.lock"
+
     def recover(self) -> int:
         """Put back files a killed cleanup had moved aside and not yet verified."""
         restored = 0

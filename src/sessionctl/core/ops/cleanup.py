@@ -420,9 +420,9 @@ def cleanup(
     remover = None
     try:
         if not options.dry_run:
-            from ..locking import StoreLock
+            from ..locking import store_lock
 
-            lock = StoreLock(ctx.state_dir, ctx.identity, ctx.label).acquire()
+            lock = store_lock(ctx).acquire()
             recover = getattr(ctx.store, "recover", None)
             if recover:
                 recover()

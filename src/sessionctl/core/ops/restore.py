@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..audit import ArchiveContents, append_audit, run_identity
 from ..context import StoreContext
-from ..locking import StoreLock
+from ..locking import store_lock
 from ..timeparse import to_iso
 
 CHUNK = 1000
@@ -57,7 +57,7 @@ def restore(ctx: StoreContext, path: Path, contents: ArchiveContents) -> Restore
     id_path = ctx.mapping.path("id")
     source_kind = contents.header.get("kind")
     # Never interleave with a cleanup of the same store.
-    with StoreLock(ctx.state_dir, ctx.identity, ctx.label):
+    with store_lock(ctx):
         for start in range(0, len(entries), CHUNK):
             accepted = []
             for number, entry in enumerate(entries[start : start + CHUNK], start + 1):
