@@ -5,6 +5,7 @@ judge) and without (SQL, with the rows it cannot decide handed to Python), on st
 values that sit on every edge the two could disagree on.
 """
 
+import gzip
 import json
 import random
 import shutil
@@ -257,3 +258,186 @@ def test_non_utc_text_times_go_to_python(cli, tmp_path, monkeypatch):
     args = ["stats", "-s", db, "--tz", "Europe/Berlin", "--now", NOW_ISO, "-f", "json"]
     python, pushed = both(cli, monkeypatch, *args)
     assert pushed["expired"] == python["expired"]
+
+
+# --- tables shaped to make the two judges disagree: collations, affinities, shadowed names,
+# --- text that is not UTF-8, cascade chains and DELETE triggers
+
+TRICKY_IDS = ["ab", "AB", "Ab", "ab ", "7", 7, b"7", "07", "ß", "SS", None]
+TRICKY_GROUPS = ["w1", "W1", "w1 ", 7, "7", b"w1", None, ""]
+
+
+def build_tricky_store(path, seed: int, id_type: str, collation: str, shadow: str | None):
+    """Sessions whose ids and groups differ only in case, trailing spaces or type, in columns
+    of every affinity and collation; a column that shadows the rowid; a few TEXT values that
+    are not UTF-8; children two levels deep under ON DELETE CASCADE; a DELETE trigger."""
+    rng = random.Random(seed)
+    conn = sqlite3.connect(path)
+    extra = f", {shadow} INTEGER" if shadow else ""
+    conn.executescript(
+        f"""
+        PRAGMA foreign_keys = ON;
+        CREATE TABLE sessions (session_id {id_type} COLLATE {collation}, created_at,
+            last_used, expires, workspace_name TEXT COLLATE {collation}, browser_type,
+            cdp_url, n INTEGER UNIQUE{extra});
+        CREATE TABLE pages (id INTEGER PRIMARY KEY, owner INTEGER
+            REFERENCES sessions(n) ON DELETE CASCADE, title TEXT);
+        CREATE TABLE notes (id INTEGER PRIMARY KEY, page INTEGER
+            REFERENCES pages(id) ON DELETE CASCADE, body TEXT);
+        CREATE TABLE gone (what);
+        CREATE TRIGGER remember AFTER DELETE ON sessions
+            BEGIN INSERT INTO gone VALUES (old.session_id); END;
+        """
+    )
+    for i in range(200):
+        values = [
+            rng.choice(TRICKY_IDS),
+            odd_time(rng, 0.6),
+            odd_time(rng, 0.6),
+            odd_time(rng, 0.6),
+            rng.choice(TRICKY_GROUPS),
+            rng.choice(["chromium", "CHROMIUM", "firefox", None, 1]),
+            rng.choice(["ws://x", "", None]),
+            i,
+        ]
+        if shadow:
+            values.append(rng.choice([1, 7, None]))
+        marks = ["?"] * len(values)
+        if rng.random() < 0.04:  # text that is not UTF-8, in a random column (not n)
+            column = rng.choice([0, 1, 2, 3, 4, 5, 6])
+            marks[column] = "CAST(x'ff41' AS TEXT)"
+            values[column] = None
+        values = [v for v, m in zip(values, marks) if m == "?"]
+        conn.execute(f"INSERT INTO sessions VALUES ({', '.join(marks)})", values)
+    for n, owner in enumerate(rng.sample(range(200), 40)):
+        conn.execute("INSERT INTO pages VALUES (?, ?, ?)", (n, owner, f"p{n}"))
+        if n % 2:
+            conn.execute("INSERT INTO notes VALUES (?, ?, ?)", (n, n, f"note {n}"))
+    conn.commit()
+    conn.close()
+    return path
+
+
+TRICKY_RULES = """
+[stores.t.fields]
+id = "session_id"
+group = "workspace_name"
+[stores.t.rules]
+required = ["id", "created"]
+allowed = { browser_type = ["chromium", "firefox", 1] }
+"""
+
+
+TRICKY = [
+    (0, "TEXT", "NOCASE", None),
+    (1, "TEXT", "RTRIM", "rowid"),
+    (2, "", "NOCASE", "oid"),
+    (3, "INTEGER", "BINARY", None),
+    (4, "NUMERIC", "NOCASE", "_rowid_"),
+    (5, "BLOB", "RTRIM", None),
+]
+
+
+@pytest.fixture
+def tricky(tmp_path):
+    def make(seed, id_type, collation, shadow, name="t"):
+        db = build_tricky_store(tmp_path / f"{name}{seed}.db", seed, id_type, collation, shadow)
+        config = tmp_path / f"{name}{seed}.toml"
+        config.write_text(
+            f'[stores.t]\naddress = "sqlite:{db}?table=sessions"\n'
+            f'idle_timeout = "3d"\nmax_age = "20d"\n' + TRICKY_RULES
+        )
+        return db, config
+
+    return make
+
+
+@pytest.mark.parametrize("seed,id_type,collation,shadow", TRICKY)
+def test_tricky_tables_stats_agree(cli, tricky, monkeypatch, seed, id_type, collation, shadow):
+    db, config = tricky(seed, id_type, collation, shadow)
+    args = ["--config", config, "stats", "-s", "t", "--now", NOW_ISO, "-f", "json"]
+    python, pushed = both(cli, monkeypatch, *args)
+    for key in ("total", "active", "expired", "invalid", "by_reason", "groups", "top_groups"):
+        assert pushed[key] == python[key], key
+    assert python["total"] == 200
+    assert python["by_reason"].get("corrupt", 0) > 0
+    assert python["by_reason"].get("duplicate_id", 0) > 0
+    err = cli(*args, "--explain").stderr
+    assert "judged in SQL" in err, err  # the pushdown really ran
+
+
+@pytest.mark.parametrize("seed,id_type,collation,shadow", TRICKY)
+@pytest.mark.parametrize("mode", [["--expired"], ["--invalid"], ["--all", "--yes"]])
+def test_tricky_tables_select_alike(
+    cli, tricky, monkeypatch, seed, id_type, collation, shadow, mode
+):
+    db, config = tricky(seed, id_type, collation, shadow)
+    args = ["--config", config, "cleanup", "-s", "t", "--now", NOW_ISO, *mode, "-n", "-f", "json"]
+    python, pushed = both(cli, monkeypatch, *args)
+    assert python["error"] is None and pushed["error"] is None
+    assert python["by_reason"].get("corrupt") or mode != ["--invalid"]
+    assert pushed["by_reason"] == python["by_reason"]
+    assert sorted((s["key"], s["reasons"]) for s in pushed["sessions"]) == sorted(
+        (s["key"], s["reasons"]) for s in python["sessions"]
+    )
+
+
+@pytest.mark.parametrize("seed,id_type,collation,shadow", TRICKY[:3])
+def test_tricky_tables_lose_the_same_rows_and_restore_them(
+    cli, tricky, monkeypatch, tmp_path, seed, id_type, collation, shadow
+):
+    """Both paths delete the same rows, cascade children and trigger effects included, and
+    archive every cascade row that went."""
+    dumps = []
+    for flag in ("0", "1"):
+        db, config = tricky(seed, id_type, collation, shadow, name=f"p{flag}")
+        before = _tables(db)
+        archive = tmp_path / f"a{flag}.ndjson.gz"
+        with monkeypatch.context() as patched:
+            patched.setenv("SESSIONCTL_PUSHDOWN", flag)
+            run = ["--config", config, "cleanup", "-s", "t", "--now", NOW_ISO]
+            refused = cli(*run, "--expired", "--invalid", code=2)
+            assert "remember on sessions" in refused.stderr
+            out = json.loads(
+                cli(
+                    *run,
+                    "--expired",
+                    "--invalid",
+                    "--allow-triggers",
+                    "--batch-size",
+                    "9",
+                    "--archive",
+                    archive,
+                    "-f",
+                    "json",
+                ).stdout
+            )
+        assert out["deleted"] > 0
+        dumps.append(_tables(db))
+        with gzip.open(archive, "rt") as handle:
+            entries = handle.read().splitlines()[1:]
+        assert len(entries) == out["deleted"]
+        # Every cascade row that went is in the archive, under its session.
+        archived_pages = sum(
+            len(json.loads(e).get("children", {}).get("pages", [])) for e in entries
+        )
+        assert archived_pages == len(before["pages"]) - len(dumps[-1]["pages"])
+    assert dumps[0] == dumps[1]
+
+
+def _tables(db) -> dict:
+    conn = sqlite3.connect(db)
+    conn.text_factory = bytes
+    try:
+        return {
+            # The trigger's rows come in the order of deletion, which the paths need not share.
+            table: sorted(map(repr, conn.execute(f"SELECT {key} * FROM {table}")))
+            for table, key in (
+                ("sessions", "_rowid_,"),
+                ("pages", "_rowid_,"),
+                ("notes", "_rowid_,"),
+                ("gone", ""),
+            )
+        }
+    finally:
+        conn.close()
