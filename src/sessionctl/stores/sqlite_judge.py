@@ -399,10 +399,11 @@ class SqlitePushdown:
         group = self.compiled.group_column
         if group is None:
             return {"group_count": 0, "top_groups": [], "groups_over_cap": None}
-        # Groups as Python forms them: by their text, byte for byte, whatever the collation.
-        text = f"CAST({group} AS TEXT) COLLATE BINARY"
+        # Groups as Python forms them: by their text, byte for byte, whatever the collation;
+        # a blob is its own group (Python names it by its repr).
+        text = f"typeof({group}) = 'blob', CAST({group} AS TEXT) COLLATE BINARY"
         counted = (
-            f"SELECT {text} AS g, COUNT(*) AS n, MIN({self.rowid}) AS first FROM {self.table}"
+            f"SELECT {group} AS g, COUNT(*) AS n, MIN({self.rowid}) AS first FROM {self.table}"
             f" WHERE {group} IS NOT NULL AND {self.compiled.sound} GROUP BY {text}"
         )
         group_count = self.store.query(f"SELECT COUNT(*) FROM ({counted})")[0][0]
@@ -412,7 +413,7 @@ class SqlitePushdown:
             over = self.store.query(f"SELECT COUNT(*) FROM ({counted}) WHERE n > ?", (cap,))[0][0]
         return {
             "group_count": group_count,
-            "top_groups": [(_as_id(g), n) for g, n, _ in top_rows],
+            "top_groups": [(g if type(g) is str else str(g), n) for g, n, _ in top_rows],
             "groups_over_cap": over,
         }
 
