@@ -393,3 +393,25 @@ def test_cleanup_invalid_archives_bad_text_exactly_and_restore_gives_it_back(
     after = raw_rows(db), raw_rows(db, "extras")
     assert after == before
     assert ("text", "FF41") in {r[2:4] for r in after[0]}
+
+
+def test_inspect_and_restore_tell_nocase_ids_apart(cli, tmp_path, state_dir):
+    db = make_db(
+        tmp_path / "n.db",
+        "CREATE TABLE sessions(session_id TEXT COLLATE NOCASE, expires TEXT, note TEXT);"
+        "CREATE TABLE loose(session_id, expires TEXT, note TEXT);",
+        {
+            "sessions": [("ABC", future(), "upper"), ("abc", past(), "lower")],
+            "loose": [(7, future(), "number"), ("x", future(), "text")],
+        },
+    )
+    shown = json.loads(cli("inspect", "abc", "-s", db, "-f", "json", "--show-secrets").stdout)
+    assert shown["record"]["note"] == "lower"
+    loose = f"sqlite:{db}?table=loose"
+    shown = json.loads(cli("inspect", "7", "-s", loose, "-f", "json", "--show-secrets").stdout)
+    assert shown["record"]["note"] == "number"
+    cli("cleanup", "--expired", "-s", db)
+    assert [r[0] for r in dump(db, "sessions")] == [b"ABC"]
+    out = json.loads(cli("restore", archive_path(state_dir), "-s", db, "-f", "json").stdout)
+    assert (out["restored"], out["skipped"]) == (1, 0)
+    assert sorted(r[0] for r in dump(db, "sessions")) == [b"ABC", b"abc"]

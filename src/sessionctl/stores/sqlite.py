@@ -457,19 +457,36 @@ class SqliteStore(Store):
 
     def find(self, session_id: str, id_path: str | None) -> Record | None:
         if id_path and id_path in self.columns:
+            # The id as the other commands read it: its text, byte for byte (a NOCASE column
+            # finds ABC for abc, and that is another session).
             rows = self.query(
-                f"{self._select()} WHERE {quote_identifier(id_path)} = ? LIMIT 1", (session_id,)
+                f"{self._select()} WHERE {quote_identifier(id_path)} = ? COLLATE BINARY LIMIT 1",
+                (session_id,),
             )
             if rows:
                 return self._record(rows[0])
-            return None
+            if self._text_affinity(id_path):
+                return None  # every id there is text: none is this one
+            # Numbers and blobs may read as this id (7 as "7"): look as Python would.
         if id_path:
             parts = split_path(id_path)
             for record in self.iter_records():
+                if record.data is None:
+                    continue
                 value = resolve(record.data, parts, record.key)
-                if not is_missing(value) and str(value) == session_id:
+                if is_missing(value) or value is None:
+                    continue
+                text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+                if text == session_id:
                     return record
         return None
+
+    def _text_affinity(self, column: str) -> bool:
+        declared = {
+            row[1]: (row[2] or "").upper()
+            for row in self.query(f"PRAGMA table_info({quote_identifier(self.table)})")
+        }.get(column, "")
+        return any(word in declared for word in ("CHAR", "CLOB", "TEXT"))
 
     def size_bytes(self) -> int:
         total = self.path.stat().st_size
@@ -638,7 +655,9 @@ class SqliteStore(Store):
                         id_column is not None
                         and conn.execute(
                             f"SELECT 1 FROM {quote_identifier(self.table)} "
-                            f"WHERE {quote_identifier(id_column)} = ? LIMIT 1",
+                            # BINARY: under NOCASE, abc would pass for ABC, a session
+                            # of its own to every other command.
+                            f"WHERE {quote_identifier(id_column)} = ? COLLATE BINARY LIMIT 1",
                             (record.get(id_column),),
                         ).fetchone()
                     ):
