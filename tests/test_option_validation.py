@@ -281,6 +281,12 @@ def test_the_table_parameter_still_works(cli, tmp_path):
         assert json.loads(cli("list", "-s", address, "-f", "json").stdout) == []
 
 
+def test_a_sqlite_file_with_a_question_mark_in_its_name_is_still_found(cli, tmp_path):
+    path = _empty_sqlite(tmp_path / "odd?name.db")
+    for address in (f"sqlite:{path}", f"sqlite:{path}?table=sessions"):
+        assert json.loads(cli("list", "-s", address, "-f", "json").stdout) == []
+
+
 @pytest.mark.parametrize("archive", ["file", "missing"])
 def test_a_scheduled_cleanup_with_a_fixed_archive_file_is_refused(
     cli, store, tmp_path, cron_d, archive

@@ -207,8 +207,8 @@ def pin_address(text: str, store_names: Collection[str]) -> str:
     if "?" in rest and prefix in ("", "sqlite:"):
         # Split where the store's address parser splits (it checks the parameters).
         base, _, params = rest.rpartition("?")
-        bare = Path(base).expanduser().exists() and not Path(rest).expanduser().exists()
-        if prefix or bare:
+        literal = Path(rest).expanduser().exists()
+        if not literal and (prefix or Path(base).expanduser().exists()):
             rest, query = base, "?" + params
     return prefix + str(Path(rest).expanduser().absolute()) + query
 

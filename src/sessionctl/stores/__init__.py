@@ -30,8 +30,9 @@ def parse_address(text: str, name: str | None = None) -> StoreSpec:
     table = None
     if "?" in rest and (kind in (None, "sqlite")):
         base, _, query = rest.rpartition("?")
-        bare = Path(base).expanduser().exists() and not Path(rest).expanduser().exists()
-        if kind == "sqlite" or bare:
+        # A file whose name holds the `?` is taken as it is; otherwise what follows is parameters.
+        literal = Path(rest).expanduser().exists()
+        if not literal and (kind == "sqlite" or Path(base).expanduser().exists()):
             rest, table = base, _table_parameter(query, text)
             kind = kind or "sqlite"
     path = Path(rest).expanduser().absolute()
