@@ -19,6 +19,7 @@ SESSIONCTL_HYPOTHESIS=explore draws new random cases (5x as many) to look for mo
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import math
 import os
@@ -377,9 +378,18 @@ def _check_archived(result: dict, removed: dict, tally: Counter) -> None:
         entry = entries[key]
         if entry.get("raw_b64") is not None:
             raw = base64.b64decode(entry["raw_b64"])
-            assert raw in (original, canonical_bytes(original)) or (
-                isinstance(original, bytes) and raw == original
+            assert (
+                raw in (original, canonical_bytes(original))
+                or (isinstance(original, bytes) and raw == original)
+                or _canonical(json.loads(raw)) == _canonical(original)  # the element's own text
             )
+        elif entry.get("raw_json") is not None:
+            # The record's original text, kept when its value cannot say it all (1e400).
+            text = entry["raw_json"]
+            if isinstance(original, bytes):
+                assert text.encode() == original
+            else:
+                assert _canonical(json.loads(text)) == _canonical(original)
         elif isinstance(original, bytes):
             assert _canonical(entry["record"]) == _canonical(json.loads(original))
         else:
@@ -885,3 +895,116 @@ def test_blob_and_real_keys_of_a_table_without_rowid(cli, tmp_path):
     conn = sqlite3.connect(path)
     assert sorted(conn.execute("SELECT * FROM sessions").fetchall()) == sorted(rows)
     conn.close()
+
+
+# --- spellings a rewrite must not change --------------------------------------------------------
+
+#: Numbers a re-serialisation would respell (or, for 1e400, turn into `Infinity`).
+ODD_NUMBERS = ["1E5", "1e400", "-1e400", "-0", "1.0e-7", "1.10", "0.10000000000000000555", "1E+2"]
+ODD_NUMBERS += ["123456789012345678901234567890", "NaN", "-Infinity", "0", "2.5"]
+ODD_STRINGS = ['"\\ud800"', '"x\\udc00y"', '"\\ud83d\\ude00"', '"\\u00e9\\/"', '"caf\u00e9"', '"a"']
+SPELLING_CLEANUPS = [["--invalid"], ["--expired"], ["--all", "--yes"], ["--max-count", "1"]]
+
+
+@st.composite
+def spelled_records(draw, sid: int) -> str:
+    """One session's text, spelled as an application might: odd numbers, duplicate keys, lone
+    surrogates, odd spacing and line ends."""
+    space = draw(st.sampled_from(["", " ", "  ", "\r\n    ", "\t"]))
+    expires = draw(
+        st.sampled_from([str(NOW_EPOCH - 86400), str(NOW_EPOCH + 86400), '"x"', "1e400"])
+    )
+    members = [f'"session_id":{space}"s{sid}"', f'"expires_at":{space}{expires}']
+    for _ in range(draw(st.integers(0, 4))):
+        name = draw(st.sampled_from(['"n"', '"n"', '"session_id"', '"\\ud800k"', '"m"']))
+        value = draw(st.sampled_from(ODD_NUMBERS + ODD_STRINGS + ["[1E5, -0]", '{"a": 1, "a": 2}']))
+        members.append(f"{name}{space}:{space}{value}")
+    return "{" + f",{space}".join(members) + "}"
+
+
+@st.composite
+def spelled_stores(draw) -> tuple[bytes, list[str], list[str], str, str]:
+    """(file bytes, entry texts, member keys or [], prefix, suffix) of a JSON store."""
+    count = draw(st.integers(1, 6))
+    texts = [draw(spelled_records(i)) for i in range(count)]
+    keyed = draw(st.booleans())
+    line = draw(st.sampled_from(["\n", "\r\n"]))
+    separators = [draw(st.sampled_from([",", ", ", f",{line}  ", f" ,{line}"])) for _ in texts]
+    keys = [f'"k{i}"' for i in range(count)] if keyed else []
+    entries = [f"{keys[i]}: {t}" for i, t in enumerate(texts)] if keyed else texts
+    body = entries[0] + "".join(separators[i] + entries[i] for i in range(1, count))
+    opener, closer = ("{", "}") if keyed else ("[", "]")
+    prefix = draw(st.sampled_from(["", '{"v": 1E5, "sessions": ' if not keyed else "", "\ufeff"]))
+    if prefix.startswith("{") and keyed:
+        prefix = ""
+    suffix = "}" if prefix.startswith("{") else ""
+    suffix += draw(st.sampled_from(["", line]))
+    head = prefix + opener + draw(st.sampled_from(["", line + "  "]))
+    tail = draw(st.sampled_from(["", line])) + closer + suffix
+    data = (head + body + tail).encode()
+    return data, texts, keys, head, tail
+
+
+def _survivors_intact(after: bytes, texts: list[str], keys: list[str], head: str, tail: str):
+    """The rewritten file is the old head and tail with the surviving entries between them,
+    each exactly as it was, separated by commas and whitespace only. Returns the survivors."""
+    text = after.decode()
+    opener = head.lstrip("\ufeff").rstrip(" \t\r\n")
+    assert text.startswith(opener), "the text before the sessions changed"
+    closer = tail.lstrip(" \t\r\n")
+    assert text.endswith(closer), "the text after the sessions changed"
+    middle = text[len(opener) : len(text) - len(closer)]
+    survivors, position = [], 0
+    candidates = [f"{keys[i]}: {t}" if keys else t for i, t in enumerate(texts)]
+    while middle[position:].strip(" \t\r\n"):
+        if survivors:
+            position += len(middle[position:]) - len(middle[position:].lstrip(" \t\r\n"))
+            assert middle[position] == ",", "survivors are not separated as before"
+            position += 1
+        position += len(middle[position:]) - len(middle[position:].lstrip(" \t\r\n"))
+        found = [c for c in candidates if middle.startswith(c, position)]
+        assert found, f"a survivor's bytes changed: {middle[position : position + 60]!r}"
+        survivors.append(max(found, key=len))
+        position += len(survivors[-1])
+    assert len(survivors) == len(set(survivors))
+    return survivors
+
+
+def test_generated_spellings_survive_a_cleanup_byte_for_byte(invoke, scratch):
+    """Lone surrogates, CRLF, 1E5, 1e400, -0, 1.0e-7, duplicate keys: after a cleanup, every
+    survivor's bytes are what they were, and the archive is strict JSON holding the rest."""
+    from hypothesis import given
+
+    @settings(PROFILE, max_examples=max(1, int(400 * SCALE)))
+    @given(store=spelled_stores(), how=st.sampled_from(SPELLING_CLEANUPS))
+    def case(store, how):
+        data, texts, keys, head, tail = store
+        path = scratch() / "sessions.json"
+        path.write_bytes(data)
+        args = ["cleanup", *how, "-f", "json", "--now", NOW]
+        result = invoke([args[0], "-s", f"json:{path}", *args[1:]])
+        check_contract(result, args)
+        assert result.exit_code in (0, 1), result.stderr
+        output = json.loads(result.stdout)
+        after = path.read_bytes()
+        if not output["deleted"]:
+            assert after == data
+            return
+        assert after.startswith(b"\xef\xbb\xbf") == data.startswith(b"\xef\xbb\xbf")
+        survivors = _survivors_intact(after.removeprefix(b"\xef\xbb\xbf"), texts, keys, head, tail)
+        assert len(survivors) == len(texts) - output["deleted"]
+
+        def refuse(name):
+            raise AssertionError(f"{name} in an archive")
+
+        with gzip.open(output["archive"], "rb") as handle:
+            lines = [json.loads(line.decode(), parse_constant=refuse) for line in handle]
+        assert len(lines) == 1 + output["deleted"]
+        for entry in lines[1:]:
+            original = (
+                entry.get("raw_json") or base64.b64decode(entry.get("raw_b64") or "").decode()
+            )
+            if original:
+                assert original in texts
+
+    case()
