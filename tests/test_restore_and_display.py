@@ -8,8 +8,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from helpers import one_line_error, storegen
 
+from helpers import one_line_error, storegen
 from sessionctl.core.audit import ArchiveWriter, read_archive
 
 HOUR = 3600.0
@@ -165,9 +165,7 @@ def test_json_into_sqlite_refuses_what_a_column_cannot_hold(cli, tmp_path, now):
     conn.close()
 
 
-def test_sqlite_refuses_fields_it_has_no_column_for_and_missing_required_values(
-    cli, tmp_path, now
-):
+def test_sqlite_refuses_fields_it_has_no_column_for_and_missing_required_values(cli, tmp_path, now):
     records = [
         bash_record("nocolumn", now, browser="firefox"),
         bash_record("noworkspace", now),
@@ -320,3 +318,157 @@ def test_files_restored_into_an_empty_folder_belong_to_its_owner(cli, tmp_path, 
     info = (folder / "s.json").stat()
     assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (65534, 65534, 0o600)
 
+
+# --- what reaches a terminal: control characters escaped -------------------------------------
+
+EVIL_ID = "evil\x1b]0;PWNED\x07\x1b[31m\x9b2J\x7f"
+EVIL_GROUP = "team\x1b[5m\x85\x90"
+
+
+def raw_controls(text: str) -> list[str]:
+    """Control characters other than the newlines that end lines."""
+    return [c for c in text if (ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F]
+
+
+@pytest.fixture
+def evil_store(tmp_path, now) -> Path:
+    path = tmp_path / "evil.json"
+    records = [
+        bash_record(EVIL_ID, now, idle=False, workspace_name=EVIL_GROUP),
+        # Used in the future: invalid, so `validate` lists it too.
+        bash_record(EVIL_ID + "-future", now, idle=False, last_used=now + 30 * 86400),
+    ]
+    path.write_text(json.dumps(records))
+    return path
+
+
+@pytest.mark.parametrize("terminal", [True, False], ids=["terminal", "piped"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["list"],
+        ["list", "--fields", "id,key,group,workspace_name"],
+        ["inspect", EVIL_ID],
+        ["validate"],
+        ["stats"],
+        ["inspect", EVIL_ID + "\x9b-missing"],  # an error line quoting the id
+    ],
+    ids=["list", "list-fields", "inspect", "validate", "stats", "error-line"],
+)
+def test_control_characters_never_reach_the_terminal(
+    cli, evil_store, monkeypatch, command, terminal
+):
+    """An id with `\\x1b]0;PWNED\\x07\\x1b[31m` retitled and recoloured the terminal."""
+    from sessionctl import render
+
+    monkeypatch.setattr(render, "stdout_is_terminal", lambda: terminal)
+    monkeypatch.setenv("COLUMNS", "200")
+    result = cli(*command, "-s", evil_store, "--preset", "bash-sessions", code=None)
+    assert result.exit_code in (0, 1), result.stderr
+    assert raw_controls(result.stdout) == []
+    assert raw_controls(result.stderr) == []
+    shown = result.stdout + result.stderr
+    assert "evil\\x1b]0;PWNED\\x07\\x1b[31m\\x9b2J\\x7f" in shown
+
+
+def test_json_output_keeps_the_id_exactly(cli, evil_store):
+    listed = json.loads(
+        cli("list", "-s", evil_store, "--preset", "bash-sessions", "-f", "json").stdout
+    )
+    assert EVIL_ID in {view["id"] for view in listed}
+
+
+# --- CSV cells a spreadsheet would run as formulas ---------------------------------------------
+
+
+def test_csv_neutralises_formula_cells_unless_csv_raw(cli, tmp_path, now):
+    cells = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+    records = [
+        bash_record(f"s{i}", now, idle=False, note=cell, count=-5, plain="a=b")
+        for i, cell in enumerate(cells)
+    ]
+    records.append(bash_record("=cmd|' /C calc'!A0", now, idle=False, note="ok", count=3))
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(records))
+    args = ["list", "-s", path, "--preset", "bash-sessions", "--fields", "id,note,count,plain"]
+
+    import csv
+    import io
+
+    safe = list(csv.DictReader(io.StringIO(cli(*args, "-f", "csv").stdout)))
+    assert [row["note"] for row in safe[:-1]] == ["'" + cell for cell in cells]
+    assert safe[-1]["id"] == "'=cmd|' /C calc'!A0" and safe[-1]["note"] == "ok"
+    assert {row["count"] for row in safe} == {"-5", "3"}  # numbers are no formulas
+    assert {row["plain"] for row in safe[:-1]} == {"a=b"}
+    raw = list(csv.DictReader(io.StringIO(cli(*args, "-f", "csv-raw").stdout)))
+    assert [row["note"] for row in raw[:-1]] == cells
+    assert raw[-1]["id"] == "=cmd|' /C calc'!A0"
+    env = {"SESSIONCTL_FORMAT": "csv-raw"}
+    assert cli(*args, env=env).stdout == cli(*args, "-f", "csv-raw").stdout
+
+
+# --- narrow terminals: ids shortened, no column lost --------------------------------------------
+
+
+def long_id_store(tmp_path: Path, now: float) -> tuple[Path, dict[str, str]]:
+    import hashlib
+
+    statuses = {}
+    records = []
+    for i in range(6):
+        sid = f"sess-{hashlib.sha256(str(i).encode()).hexdigest()}"[:45]
+        idle = i % 2 == 1
+        statuses[sid] = "expired" if idle else "active"
+        records.append(bash_record(sid, now, idle=idle, workspace_name=f"workspace{i}"))
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps(records))
+    return path, statuses
+
+
+@pytest.mark.parametrize("width", [80, 100, 120])
+def test_a_narrow_terminal_shortens_ids_and_keeps_every_column(
+    cli, tmp_path, now, monkeypatch, width
+):
+    """At 80 columns with 45-character ids, STATUS, AGE, IDLE and REASONS vanished."""
+    from rich.cells import cell_len
+
+    from sessionctl import render
+
+    monkeypatch.setattr(render, "stdout_is_terminal", lambda: True)
+    monkeypatch.setenv("COLUMNS", str(width))
+    path, statuses = long_id_store(tmp_path, now)
+    out = cli("list", "-s", path, "--preset", "bash-sessions").stdout
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert all(cell_len(line.rstrip()) <= width for line in lines), out
+    header = lines[0]
+    for title in ("ID", "STATUS", "GROUP", "CREATED", "LAST USED", "AGE", "IDLE", "REASONS"):
+        assert title in header, (title, out)
+    rows = lines[2:]
+    assert len(rows) == 6
+    for sid, status in statuses.items():
+        shown = [row for row in rows if row.startswith(sid[:6]) and sid[-3:] + " " in row]
+        assert len(shown) == 1, (sid, out)
+        words = shown[0].split()
+        assert "…" in words[0]  # the id, shortened in the middle
+        assert words[1] == status  # the verdict, whole
+        assert words[-1] == ("idle" if status == "expired" else "-")
+
+
+def test_a_wide_terminal_and_a_pipe_show_whole_ids(cli, tmp_path, now, monkeypatch):
+    from sessionctl import render
+
+    path, statuses = long_id_store(tmp_path, now)
+    monkeypatch.setenv("COLUMNS", "80")
+    piped = cli("list", "-s", path, "--preset", "bash-sessions").stdout
+    assert all(sid in piped for sid in statuses) and "…" not in piped
+    monkeypatch.setattr(render, "stdout_is_terminal", lambda: True)
+    monkeypatch.setenv("COLUMNS", "250")
+    wide = cli("list", "-s", path, "--preset", "bash-sessions").stdout
+    assert all(sid in wide for sid in statuses) and "…" not in wide
+
+
+def test_error_lines_escape_c1_controls_too(cli, tmp_path):
+    missing = tmp_path / "gone\x9b2J\x1b[31m\x85.json"
+    line = one_line_error(cli("list", "-s", f"json:{missing}", code=3))
+    assert raw_controls(line) == []
+    assert "gone\\x9b2J\\x1b[31m" in line

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -42,16 +43,42 @@ class Column:
     header: str
     cell: Callable[[dict], Any]
     csv_cell: Callable[[dict], Any] | None = None
+    #: Whether a terminal too narrow for the table may shorten this column's cells (with an
+    #: ellipsis in the middle). Never the verdict (status, reasons) or a duration.
+    shorten: bool = True
+
+
+#: What never reaches a terminal as it is: C0 controls, DEL, C1 controls (ESC, CSI, OSC...
+#: retitle, recolour or move the cursor), and the line and bidirectional-override marks that
+#: reorder or break what the operator reads.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED_CONTROLS = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_control(match: re.Match) -> str:
+    char = match.group()
+    if char in _NAMED_CONTROLS:
+        return _NAMED_CONTROLS[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def clean(text: str) -> str:
+    """`text` safe to print on a terminal: every control character shown as an escape
+    (`\\x1b`), so a session id or a record cannot retitle, recolour or move the terminal."""
+    return _CONTROL.sub(_escape_control, text) if _CONTROL.search(text) else text
 
 
 def text_of(value: Any) -> str:
+    """A value as one line of terminal text (control characters escaped)."""
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    return " ".join(str(value).split()) if "\n" in str(value) else str(value)
+        return clean(json.dumps(value, ensure_ascii=False, default=str))
+    text = str(value)
+    return clean(" ".join(text.split()) if "\n" in text else text)
 
 
 # --- row streams (list, validate, history) ---------------------------------------------------
@@ -69,8 +96,8 @@ def emit_rows(
             out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
             count += 1
         return count
-    if fmt == "csv":
-        return _csv(rows, columns, out)
+    if fmt in ("csv", "csv-raw"):
+        return _csv(rows, columns, out, raw=fmt == "csv-raw")
     if out is sys.stdout and stdout_is_terminal():
         return _rich_table(rows, columns)
     return _plain_table(rows, columns, out)
@@ -88,22 +115,44 @@ def _json_array(rows: Iterable[dict], out: TextIO) -> int:
     return count
 
 
-def _csv(rows: Iterable[dict], columns: list[Column], out: TextIO) -> int:
+def _csv(rows: Iterable[dict], columns: list[Column], out: TextIO, raw: bool = False) -> int:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([c.key for c in columns])
     count = 0
     for row in rows:
-        writer.writerow([_csv_text((c.csv_cell or c.cell)(row)) for c in columns])
+        cells = [_csv_text((c.csv_cell or c.cell)(row), raw) for c in columns]
+        if any("\r" in cell for cell in cells):
+            # The csv module quotes only what holds the line terminator ("\n"): a lone CR
+            # would end the row early for a reader.
+            out.write(",".join(_quoted(cell) for cell in cells) + "\n")
+        else:
+            writer.writerow(cells)
         count += 1
     return count
 
 
-def _csv_text(value: Any) -> str:
+def _quoted(cell: str) -> str:
+    if any(char in cell for char in ',"\r\n'):
+        return '"' + cell.replace('"', '""') + '"'
+    return cell
+
+
+#: A text cell starting with one of these is a formula to a spreadsheet (`=HYPERLINK(...)`).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_text(value: Any, raw: bool = False) -> str:
+    """A CSV cell. Text that a spreadsheet would run as a formula gets a leading `'` (as OWASP
+    recommends: shown as text, never evaluated), unless `raw` (`--format csv-raw`). Numbers
+    are left alone: a negative age is a number, not a formula."""
     if value is None:
         return ""
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False, default=str)
-    return str(value)
+    text = str(value)
+    if not raw and isinstance(value, str) and text.startswith(FORMULA_START):
+        return "'" + text
+    return text
 
 
 def _plain_table(rows: Iterable[dict], columns: list[Column], out: TextIO) -> int:
@@ -149,22 +198,143 @@ def _rich_table(rows: Iterable[dict], columns: list[Column]) -> int:
     # A terminal is narrow: leave out columns the store has nothing for (a Django table has
     # no creation time, so no age either). Piped and machine formats keep every column.
     shown = [i for i in range(len(columns)) if any(line[i] != "-" for line in cells)] or [0]
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
-    for i in shown:
+    columns = [columns[i] for i in shown]
+    cells = [[line[i] for i in shown] for line in cells]
+    console = rich_console()
+    cells = fit_cells(columns, cells, console.width)
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        header_style="bold",
+        pad_edge=False,
+        show_edge=False,
+        collapse_padding=True,
+    )
+    for i, column in enumerate(columns):
         # Cells stay on one line (a folded timestamp is unreadable); the last column may wrap.
-        last = i == shown[-1]
+        last = i == len(columns) - 1
         table.add_column(
-            columns[i].header, no_wrap=not last, overflow="fold" if last else "ellipsis"
+            column.header,
+            no_wrap=not last,
+            overflow="fold" if last else "ellipsis",
+            # What must never be squeezed out: the verdict and the durations.
+            min_width=None if column.shorten else _widest(column, cells, i),
         )
     for line in cells:
         out = []
-        for i in shown:
-            text = line[i]
-            style = STATUS_STYLE.get(text) if columns[i].key == "status" else None
+        for column, text in zip(columns, line):
+            style = STATUS_STYLE.get(text) if column.key == "status" else None
             out.append(f"[{style}]{text}[/]" if style and colour_allowed() else escape(text))
         table.add_row(*out)
-    rich_console().print(table)
+    console.print(table)
     return len(cells)
+
+
+#: Between two columns of a terminal table (no edges).
+COLUMN_GAP = 2
+#: A last column that wraps needs no more than this to show its header and words.
+WRAPPED_LAST = 24
+#: How far a narrow terminal shortens, one stage after the other until the table fits:
+#: (timestamps: 0 as they are, 1 to the minute, 2 to the day; ids and keys keep at least this
+#: many characters; other text at least this many). Headers are never cut.
+FIT_STAGES = ((0, 24, 12), (1, 16, 10), (2, 12, 8), (2, 1, 1))
+_ID_KEYS = ("id", "key")
+_ISO_TIME = re.compile(r"^(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d)(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)?$")
+
+
+def fit_cells(columns: list[Column], cells: list[list[str]], width: int) -> list[list[str]]:
+    """Cells shortened so that every column fits in `width` terminal cells, headers included
+    (Rich, left to itself, squeezes whole columns out instead): long ids and other text lose
+    their middle to an ellipsis, timestamps their seconds, then their time of day, stage by
+    stage (FIT_STAGES). The verdict (status, reasons) and durations are never shortened."""
+    from rich.cells import cell_len
+
+    budget = width - COLUMN_GAP * (len(columns) - 1)
+    last = len(columns) - 1
+    headers = [cell_len(column.header) for column in columns]
+    timed = [any(_ISO_TIME.match(line[i]) for line in cells) for i in range(last + 1)]
+    # Who gives first: ids and keys, then other text, timestamps only as a last resort.
+    order = [0 if c.key in _ID_KEYS else 2 if timed[i] else 1 for i, c in enumerate(columns)]
+    final = len(FIT_STAGES) - 1
+    for stage, (level, id_floor, text_floor) in enumerate(FIT_STAGES):
+        attempt = (
+            cells if not level else [[_compact_time(t, level) for t in line] for line in cells]
+        )
+        widths = [
+            max([headers[i]] + [cell_len(line[i]) for line in attempt]) for i in range(last + 1)
+        ]
+        if last > 0 and not columns[last].shorten:
+            widths[last] = min(widths[last], max(headers[last], WRAPPED_LAST))
+        excess = sum(widths) - budget
+        if excess <= 0:
+            return attempt
+        floors = []
+        for i, (column, natural) in enumerate(zip(columns, widths)):
+            if not column.shorten or (i == last and last) or (timed[i] and stage < final):
+                floors.append(natural)
+            else:
+                floor = id_floor if column.key in _ID_KEYS else text_floor
+                floors.append(min(natural, max(headers[i], floor)))
+        room = sum(w - f for w, f in zip(widths, floors))
+        if room < excess and stage < final:
+            continue
+        for rank in (0, 1, 2):
+            # Within a rank, the widest column gives first, one cell at a time.
+            while excess > 0:
+                givers = [k for k in range(last + 1) if order[k] == rank and widths[k] > floors[k]]
+                if not givers:
+                    break
+                i = max(givers, key=lambda k: widths[k])
+                widths[i] -= 1
+                excess -= 1
+        return [
+            [
+                _shorten_middle(text, widths[i]) if columns[i].shorten else text
+                for i, text in enumerate(line)
+            ]
+            for line in attempt
+        ]
+    return cells
+
+
+def _widest(column: Column, cells: list[list[str]], index: int) -> int:
+    from rich.cells import cell_len
+
+    return max([cell_len(column.header)] + [cell_len(line[index]) for line in cells])
+
+
+def _compact_time(text: str, level: int) -> str:
+    """An ISO timestamp shorter: to the minute (level 1) or the day (level 2)."""
+    match = _ISO_TIME.match(text)
+    if not match:
+        return text
+    day, minute, zone = match.group(1), match.group(2), match.group(5) or ""
+    return f"{day} {minute}{zone}" if level == 1 else day
+
+
+def _shorten_middle(text: str, width: int) -> str:
+    """`text` in at most `width` terminal cells, its middle replaced by an ellipsis (ids tend to
+    share a prefix and differ at the end, so both ends are kept)."""
+    from rich.cells import cell_len
+
+    if cell_len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    keep = width - 1
+    head_cells = (keep + 1) // 2
+    head, used = "", 0
+    for char in text:
+        if used + cell_len(char) > head_cells:
+            break
+        head += char
+        used += cell_len(char)
+    tail, tail_used = "", 0
+    for char in reversed(text):
+        if tail_used + cell_len(char) > keep - used:
+            break
+        tail = char + tail
+        tail_used += cell_len(char)
+    return head + "…" + tail
 
 
 # --- single results --------------------------------------------------------------------------
@@ -186,6 +356,7 @@ def emit_object(
 
 
 def markup(text: str, style: str, rich: bool) -> str:
+    text = clean(text)
     if not rich:
         return text
     from rich.markup import escape
@@ -228,7 +399,7 @@ def stats_text(stats: dict, rich: bool) -> str:
         if not item:
             return "-"
         age = format_duration(item[f"{what}_age_s"])
-        return f"{esc(item['id'], rich)}  {what} {item[what]} ({age} ago)"
+        return f"{esc(item['id'], rich)}  {what} {esc(item[what], rich)} ({age} ago)"
 
     counts = (
         f"{stats['total']} total, "

@@ -55,7 +55,7 @@ def current_state() -> AppState:
 
 #: Control characters in quoted ids and paths, shown escaped: a diagnostic stays one line, and
 #: a session id cannot move the operator's cursor or recolour the terminal.
-_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)} | {
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))} | {
     ord("\n"): "\\n",
     ord("\r"): "\\r",
     ord("\t"): "\\t",
@@ -113,6 +113,7 @@ class RowFormat(StrEnum):
     json = "json"
     ndjson = "ndjson"
     csv = "csv"
+    csv_raw = "csv-raw"
 
 
 class ObjectFormat(StrEnum):
@@ -139,7 +140,9 @@ RowFormatOpt = Annotated[
     typer.Option(
         "--format",
         "-f",
-        help="table, json, ndjson or csv. Example: -f json",
+        help="table, json, ndjson, csv, or csv-raw (csv prefixes a ' to text cells a "
+        "spreadsheet would run as a formula, such as =HYPERLINK(...); csv-raw writes them as "
+        "they are). Example: -f json",
         envvar="SESSIONCTL_FORMAT",
         case_sensitive=False,
     ),

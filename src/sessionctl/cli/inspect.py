@@ -37,10 +37,12 @@ def inspect_text(view: dict, rich: bool) -> str:
             text += f"  {render.esc(reason['code'], rich)}: {render.esc(reason['message'], rich)}\n"
     text += "\n" + render.markup("Fields", "bold", rich) + "\n"
     for row in view["mapping"]:
-        text += f"  {row['role']:<9} {render.esc(row['path'] or '-', rich)}  ({render.esc(row['from'], rich)})\n"
+        path, origin = render.esc(row["path"] or "-", rich), render.esc(row["from"], rich)
+        text += f"  {row['role']:<9} {path}  ({origin})\n"
     text += "\n" + render.markup("Record", "bold", rich) + "\n"
     body = json.dumps(view["record"], indent=2, ensure_ascii=False, default=str)
-    text += render.esc(body, rich) + "\n"
+    # Line by line: the layout stays, and what JSON leaves raw (DEL, C1 controls) is escaped.
+    text += "\n".join(render.esc(line, rich) for line in body.splitlines()) + "\n"
     return text
 
 

@@ -21,28 +21,38 @@ STANDARD_COLUMNS: dict[str, render.Column] = {
     for column in (
         render.Column("id", "ID", lambda r: r["id"]),
         render.Column("key", "KEY", lambda r: r["key"]),
-        render.Column("status", "STATUS", lambda r: r["status"]),
+        render.Column("status", "STATUS", lambda r: r["status"], shorten=False),
         render.Column("group", "GROUP", lambda r: r["group"]),
         render.Column("created", "CREATED", lambda r: r["created"]),
         render.Column("accessed", "LAST USED", lambda r: r["accessed"]),
         render.Column("expires", "EXPIRES", lambda r: r["expires"]),
         render.Column(
-            "age", "AGE", lambda r: format_duration(r["age_s"]), csv_cell=lambda r: r["age_s"]
+            "age",
+            "AGE",
+            lambda r: format_duration(r["age_s"]),
+            csv_cell=lambda r: r["age_s"],
+            shorten=False,
         ),
         render.Column(
-            "idle", "IDLE", lambda r: format_duration(r["idle_s"]), csv_cell=lambda r: r["idle_s"]
+            "idle",
+            "IDLE",
+            lambda r: format_duration(r["idle_s"]),
+            csv_cell=lambda r: r["idle_s"],
+            shorten=False,
         ),
         render.Column(
             "expires_in",
             "EXPIRES IN",
             lambda r: format_duration(r["expires_in_s"]),
             csv_cell=lambda r: r["expires_in_s"],
+            shorten=False,
         ),
         render.Column(
             "reasons",
             "REASONS",
             lambda r: ", ".join(x["code"] for x in r["reasons"]) or None,
             csv_cell=lambda r: ";".join(x["code"] for x in r["reasons"]),
+            shorten=False,
         ),
     )
 }

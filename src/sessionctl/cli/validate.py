@@ -25,6 +25,7 @@ COLUMNS = [
         "REASONS",
         lambda r: "; ".join(x["message"] for x in r["reasons"]),
         csv_cell=lambda r: ";".join(x["code"] for x in r["reasons"]),
+        shorten=False,
     ),
 ]
 
