@@ -51,21 +51,35 @@ def _decode_text(raw: bytes):
         return BadText(raw)
 
 
-def _is_utf8(value) -> int:
-    """SQL function: 1 when a blob's bytes are UTF-8 as Python reads them (strictly)."""
+def _is_utf8(*values) -> int:
+    """SQL function: 1 when every argument (bytes, or NULL) is UTF-8 as Python reads it."""
     try:
-        bytes(value).decode()
-    except (UnicodeDecodeError, TypeError):
+        for value in values:
+            if value is not None:
+                value.decode()
+    except (UnicodeDecodeError, AttributeError):
         return 0
     return 1
 
 
-#: SQL: the value `{x}` is not TEXT, or is text Python can read. The cheap part first: plain
-#: ASCII with no NUL (GLOB and length() both stop at a NUL, so the length check catches one).
-SOUND_TEXT = (
-    "(typeof({x}) != 'text' OR ({x} NOT GLOB '*[^\x01-\x7f]*'"
-    " AND length({x}) = length(CAST({x} AS BLOB))) OR sessionctl_utf8(CAST({x} AS BLOB)))"
-)
+#: Arguments per call of the SQL function (SQLite allows 127 at least).
+_UTF8_ARGS = 100
+
+
+def sound_text(columns: list[str]) -> str:
+    """SQL, 1 when every TEXT value of the row is text Python can read (UTF-8, strictly):
+    one function call per row with each TEXT value's bytes, which costs less than any test
+    built of SQLite's own functions (a GLOB for non-ASCII takes five times as long)."""
+    texts = [
+        f"CASE WHEN typeof({quote_identifier(c)}) = 'text' THEN CAST({quote_identifier(c)} AS BLOB)"
+        " END"
+        for c in columns
+    ]
+    calls = [
+        f"sessionctl_utf8({', '.join(texts[i : i + _UTF8_ARGS])})"
+        for i in range(0, len(texts), _UTF8_ARGS)
+    ]
+    return " AND ".join(calls) or "1"
 
 
 def fetch_rows(conn: sqlite3.Connection, sql: str, params=()) -> list[tuple]:
@@ -155,7 +169,7 @@ class SqliteStore(Store):
             )
             if mode == "rw":
                 conn.execute("PRAGMA foreign_keys = ON")  # so ON DELETE CASCADE is honoured
-            conn.create_function("sessionctl_utf8", 1, _is_utf8, deterministic=True)
+            conn.create_function("sessionctl_utf8", -1, _is_utf8, deterministic=True)
         return conn
 
     @contextlib.contextmanager

@@ -24,7 +24,7 @@ from ..core.mapping import KEY_PATH, ROLES, Mapping
 from ..core.model import AGE_BUCKETS, Record
 from ..core.policy import IDLE_FROM_CREATED, PLAUSIBLE_SINCE, Policy
 from ..core.timeparse import UTC
-from .sqlite import SOUND_TEXT, _BadRow, fetch_rows
+from .sqlite import _BadRow, fetch_rows, sound_text
 from .sqlite import quote_identifier as quote
 
 _DATE_TIME = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
@@ -48,6 +48,10 @@ TIME_ALIASES = {"created": "_c", "accessed": "_a", "expires": "_e"}
 #: Names the inner query gives its own values: a column so named would be shadowed by them.
 RESERVED_ALIASES = {"_k", "_u", *TIME_ALIASES.values()}
 DUPLICATES_TABLE = "temp.sessionctl_duplicate_rows"
+#: Rows with TEXT that is not UTF-8, found once per run for the read queries.
+UNSOUND_TABLE = "temp.sessionctl_unsound_rows"
+#: Stands in `duplicates` for the test of the rows' text, which differs by connection.
+SOUND = "\x00sound\x00"
 PAGE = 2000
 
 
@@ -154,7 +158,7 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
         times[role] = alias
     # A row with a TEXT value that is not UTF-8 is a corrupt record to Python: SQL leaves it
     # to Python, and counts it neither among the duplicates nor in the groups.
-    sound = " AND ".join(SOUND_TEXT.format(x=quote(c)) for c in store.columns) or "1"
+    sound = sound_text(store.columns)
     computed["_u"] = sound
     checks.append("_u")
     decided = "(" + " AND ".join(checks) + ")"
@@ -239,7 +243,7 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
         duplicates = (
             f"SELECT k FROM (SELECT {rowid} AS k, ROW_NUMBER() OVER (PARTITION BY"
             f" CAST({id_column} AS TEXT) COLLATE BINARY ORDER BY {rowid}) AS n"
-            f" FROM {quote(store.table)} WHERE {id_column} IS NOT NULL AND {sound}) WHERE n > 1"
+            f" FROM {quote(store.table)} WHERE {id_column} IS NOT NULL AND {SOUND}) WHERE n > 1"
         )
         add(model.DUPLICATE_ID, f"_k IN {DUPLICATES_TABLE}")
     invalid_order = [
@@ -287,10 +291,14 @@ class SqlitePushdown:
         self.compiled = compiled
         self.table = quote(store.table)
         self.rowid = store.key_sql  # a rowid alias no column shadows
-        if compiled.duplicates:
-            # A temp table on the read connection: the application's database is not touched.
-            with store.translate_errors("read"):
-                self._fill_duplicates(store._reader)
+        # Temp tables on the read connection: the application's database is not touched.
+        with store.translate_errors("read"):
+            # Reading every text value costs a scan: one, here, for all the read queries,
+            # which then test a row by its rowid (or not at all on a clean table).
+            # Deleting tests each row in its own transaction, exactly.
+            self.read_sound = self._find_unsound(store._reader)
+            if compiled.duplicates:
+                self._fill_duplicates(store._reader, self.read_sound)
         self.left_to_python: list = []
         #: Rows the last aggregate could not decide (None: unknown, so scan for them).
         self.undecided: int | None = None
@@ -300,11 +308,28 @@ class SqlitePushdown:
             else set()
         )
 
-    def _inner(self, where: str = "", whole_rows: bool = False) -> str:
+    def _find_unsound(self, conn) -> str:
+        """Note the rows whose text Python cannot read; SQL that tells them from the rest."""
+        name = UNSOUND_TABLE.split(".")[1]
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name}(k INTEGER PRIMARY KEY)")
+        conn.execute(f"DELETE FROM {UNSOUND_TABLE}")
+        conn.execute(
+            f"INSERT INTO {UNSOUND_TABLE} SELECT {self.rowid} FROM {self.table}"
+            f" WHERE NOT ({self.compiled.sound})"
+        )
+        if conn.execute(f"SELECT 1 FROM {UNSOUND_TABLE} LIMIT 1").fetchone() is None:
+            return "1"
+        return f"{self.rowid} NOT IN {UNSOUND_TABLE}"
+
+    def _inner(self, where: str = "", whole_rows: bool = False, exact: bool = False) -> str:
         """Each row once, in rowid order, with its computed values and the columns needed
-        (all of them when the rows themselves are wanted)."""
+        (all of them when the rows themselves are wanted). `exact`: the rows' text is
+        tested here and now, not looked up in what `_find_unsound` found."""
         parts = [f"{self.rowid} AS _k"]
-        parts += [f"{sql} AS {alias}" for alias, sql in self.compiled.computed.items()]
+        parts += [
+            f"{sql if alias != '_u' or exact else self.read_sound} AS {alias}"
+            for alias, sql in self.compiled.computed.items()
+        ]
         parts += ["*"] if whole_rows else self.compiled.columns_used
         # LIMIT -1 keeps SQLite from flattening the subquery into the outer one, which would
         # repeat each per-row expression everywhere it is used.
@@ -404,7 +429,7 @@ class SqlitePushdown:
         text = f"typeof({group}) = 'blob', CAST({group} AS TEXT) COLLATE BINARY"
         counted = (
             f"SELECT {group} AS g, COUNT(*) AS n, MIN({self.rowid}) AS first FROM {self.table}"
-            f" WHERE {group} IS NOT NULL AND {self.compiled.sound} GROUP BY {text}"
+            f" WHERE {group} IS NOT NULL AND {self.read_sound} GROUP BY {text}"
         )
         group_count = self.store.query(f"SELECT COUNT(*) FROM ({counted})")[0][0]
         top_rows = self.store.query(f"{counted} ORDER BY n DESC, first ASC LIMIT ?", (top,))
@@ -436,13 +461,13 @@ class SqlitePushdown:
         flags = "".join(f", ({c.reasons[code]}) > 0" for code in flagged)
         conn = store._writer_conn()
         if c.duplicates:
-            self._fill_duplicates(conn)
+            self._fill_duplicates(conn, c.sound)
         last = None
         while True:
             where = f" WHERE {self.rowid} > :last" if last is not None else ""
             sql = (
                 f"SELECT _k, {c.id_column or 'NULL'}, {c.decided}{flags}"
-                f" FROM ({self._inner(where)})"
+                f" FROM ({self._inner(where, exact=True)})"
                 f" WHERE ({c.decided} AND ({wanted})) OR NOT {c.decided} LIMIT {int(batch)}"
             )
             params = {**c.params, "last": last}
@@ -480,12 +505,14 @@ class SqlitePushdown:
                 return
             last = found[-1][0]
 
-    def _fill_duplicates(self, conn) -> None:
-        """The duplicate-id rowids as a temp table of `conn` (temp tables are per connection)."""
+    def _fill_duplicates(self, conn, sound: str) -> None:
+        """The duplicate-id rowids as a temp table of `conn` (temp tables are per connection),
+        among the rows `sound` says Python can read."""
         name = DUPLICATES_TABLE.split(".")[1]
         conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name}(k INTEGER PRIMARY KEY)")
         conn.execute(f"DELETE FROM {DUPLICATES_TABLE}")
-        conn.execute(f"INSERT INTO {DUPLICATES_TABLE} {self.compiled.duplicates}")
+        duplicates = self.compiled.duplicates.replace(SOUND, f"({sound})")
+        conn.execute(f"INSERT INTO {DUPLICATES_TABLE} {duplicates}")
 
     def records(self, keys: list) -> Iterator[Record]:
         """The rows with these keys as they are now (those still there)."""
