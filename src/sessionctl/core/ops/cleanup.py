@@ -82,6 +82,7 @@ class CleanupOptions:
             "pause": self.pause,
             "hook": self.hook,
             "archive": self.archive,
+            "allow_triggers": self.allow_triggers,
         }
 
 
