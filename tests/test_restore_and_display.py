@@ -472,3 +472,15 @@ def test_error_lines_escape_c1_controls_too(cli, tmp_path):
     line = one_line_error(cli("list", "-s", f"json:{missing}", code=3))
     assert raw_controls(line) == []
     assert "gone\\x9b2J\\x1b[31m" in line
+
+
+def test_a_refused_lone_surrogate_id_is_reported_in_json_too(cli, tmp_path, now):
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    name = "a\ud800b"
+    entry = {"key": 0, "id": name, "reasons": [], "record": bash_record(name, now)}
+    archive = write_archive(tmp_path / "a.ndjson.gz", [entry], kind="json")
+    result = cli("restore", archive, "-s", f"jsondir:{folder}", "-f", "json", code=1)
+    out = json.loads(result.stdout)
+    assert out["refusals"][0]["id"] == name and out["refused"] == 1
+    assert not list(folder.iterdir())

@@ -81,6 +81,17 @@ def text_of(value: Any) -> str:
     return clean(" ".join(text.split()) if "\n" in text else text)
 
 
+def dumps(value: Any, indent: int | None = None) -> str:
+    """JSON text for stdout: UTF-8 as it is, or escaped (`\\ud800`) when it holds text UTF-8
+    cannot carry, such as a lone surrogate an archive kept exactly."""
+    text = json.dumps(value, ensure_ascii=False, default=str, indent=indent)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, default=str, indent=indent)
+    return text
+
+
 # --- row streams (list, validate, history) ---------------------------------------------------
 
 
@@ -93,7 +104,7 @@ def emit_rows(
     if fmt == "ndjson":
         count = 0
         for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+            out.write(dumps(row) + "\n")
             count += 1
         return count
     if fmt in ("csv", "csv-raw"):
@@ -107,9 +118,7 @@ def _json_array(rows: Iterable[dict], out: TextIO) -> int:
     count = 0
     out.write("[")
     for row in rows:
-        out.write(
-            ("\n  " if count == 0 else ",\n  ") + json.dumps(row, ensure_ascii=False, default=str)
-        )
+        out.write(("\n  " if count == 0 else ",\n  ") + dumps(row))
         count += 1
     out.write("\n]\n" if count else "]\n")
     return count
@@ -346,9 +355,9 @@ def emit_object(
     """JSON / NDJSON for machines; `human(obj, rich)` gives text (rich markup when on a tty)."""
     out = out or sys.stdout
     if fmt == "json":
-        out.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+        out.write(dumps(obj, indent=2) + "\n")
     elif fmt == "ndjson":
-        out.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+        out.write(dumps(obj) + "\n")
     elif out is sys.stdout and stdout_is_terminal():
         rich_console().print(human(obj, True))
     else:
