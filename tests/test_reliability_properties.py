@@ -137,6 +137,13 @@ timestamps = st.one_of(
             "+275760-09-13T00:00:00Z",
         ]
     ),
+    # Ambiguous dates: ISO 8601 basic (a date, not epoch seconds), 8 digits that are no date,
+    # and numbers that land before 2000 as seconds, milliseconds or microseconds.
+    st.sampled_from(
+        ["20261231", "20261231T235959Z", "20261301", "19991231", "946684799", 20261231, 946684799]
+    ),
+    st.sampled_from([946684799999, 946684799999999, 10**400, -(10**400)]),
+    st.dates().map(lambda d: f"{d.year:04d}{d.month:02d}{d.day:02d}"),
     odd_text,
 )
 scalars = st.one_of(
@@ -822,7 +829,7 @@ def test_cases_hypothesis_found(cli, tmp_path, raw, args, code):
 def test_deep_nesting_is_archived_or_refused_whole(cli, tmp_path, depth):
     """Deep enough to break the parser, or the archive writer, or neither: never a crash."""
     path = tmp_path / "sessions.json"
-    raw = '[{"session_id": "deep", "last_used": 1, "data": ' + "[" * depth + "]" * depth + "}]"
+    raw = '[{"session_id": "deep", "last_used": 1e9, "data": ' + "[" * depth + "]" * depth + "}]"
     path.write_text(raw)
     result = cli(
         "cleanup", "-s", path, "--expired", "--idle-timeout", "1h", "-f", "json", code=None
@@ -855,7 +862,7 @@ def test_a_deep_folder_session_stops_the_cleanup_with_everything_archived(cli, t
     folder.mkdir()
     for index in range(4):
         (folder / f"s{index}.json").write_text(
-            json.dumps({"session_id": f"s{index}", "last_used": 1})
+            json.dumps({"session_id": f"s{index}", "last_used": 1_000_000_000})
         )
     (folder / "zz-deep.json").write_text(DEEP)
     result = cli(
@@ -882,7 +889,7 @@ def test_blob_and_real_keys_of_a_table_without_rowid(cli, tmp_path):
     path = tmp_path / "app.db"
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE sessions (session_id BLOB PRIMARY KEY, expires REAL) WITHOUT ROWID")
-    rows = [(b"", 1.0), (b"\xff\x00k", 1.0), (b"keep", 4_000_000_000.0)]
+    rows = [(b"", 1e9), (b"\xff\x00k", 1e9), (b"keep", 4_000_000_000.0)]
     conn.executemany("INSERT INTO sessions VALUES (?, ?)", rows)
     conn.commit()
     conn.close()

@@ -287,7 +287,8 @@ def test_hostile_ids_reach_the_hook_exactly_and_run_nothing(cli, tmp_path, monke
     home.mkdir()
     ids = HOSTILE
     records = [
-        {"session_id": sid, "workspace_name": "w", "created_at": 1, "last_used": 1} for sid in ids
+        {"session_id": sid, "workspace_name": "w", "created_at": 1e9, "last_used": 1e9}
+        for sid in ids
     ]
     if kind == "json":
         path = home / "sessions.json"
@@ -360,7 +361,7 @@ def test_hostile_store_name_from_the_config_reaches_the_hook(cli, tmp_path, monk
 def test_a_nul_in_an_id_keeps_the_session_and_says_so_on_one_line(cli, tmp_path):
     path = tmp_path / "s.json"
     bad = "nul\u0000id\nsecond line"
-    records = [{"session_id": bad, "workspace_name": "w", "created_at": 1, "last_used": 1}]
+    records = [{"session_id": bad, "workspace_name": "w", "created_at": 1e9, "last_used": 1e9}]
     path.write_text(json.dumps(records))
     result = cli(
         "cleanup",
@@ -393,7 +394,7 @@ def _secret_sqlite(tmp_path: Path) -> Path:
     )
     rows = []
     for i in range(6):
-        expires = 1.0 if i % 2 else 4_000_000_000.0
+        expires = 1e9 if i % 2 else 4_000_000_000.0
         rows.append(
             (
                 f"s{i}",
@@ -417,7 +418,7 @@ def _secret_json(tmp_path: Path) -> Path:
         {
             "session_id": f"s{i}",
             "user_id": f"u{i}",
-            "last_used": 1 if i % 2 else 4_000_000_000,
+            "last_used": 1e9 if i % 2 else 4_000_000_000,
             "password": TOKEN,
             "cookie": {"value": TOKEN, "httpOnly": True},
             "sess": json.dumps({"passport": {"token": TOKEN}}),
