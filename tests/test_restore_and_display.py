@@ -484,3 +484,31 @@ def test_a_refused_lone_surrogate_id_is_reported_in_json_too(cli, tmp_path, now)
     out = json.loads(result.stdout)
     assert out["refusals"][0]["id"] == name and out["refused"] == 1
     assert not list(folder.iterdir())
+
+
+def test_restore_never_replaces_a_file_the_application_wrote_meanwhile(
+    cli, tmp_path, now, monkeypatch
+):
+    """Between the check that a session's file is absent and the write, the application may
+    write it: its file stays, the archived one is skipped."""
+    from sessionctl.stores import jsondir
+
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    (folder / "s1.json").write_text(json.dumps(bash_record("s1", now)))
+    archive = cleanup_archive(cli, folder, "--preset", "bash-sessions", "--expired")
+    newer = json.dumps(bash_record("s1", now, idle=False))
+    real_lexists = os.path.lexists
+
+    def lexists_then_the_app_writes(path):
+        found = real_lexists(path)
+        if str(path).endswith("s1.json") and not found:
+            Path(path).write_text(newer)  # right after the check, before the write
+        return found
+
+    monkeypatch.setattr(jsondir.os.path, "lexists", lexists_then_the_app_writes)
+    out = json.loads(cli("restore", archive, "-f", "json").stdout)
+    monkeypatch.undo()
+    assert (out["restored"], out["skipped"]) == (0, 1)
+    assert (folder / "s1.json").read_text() == newer
+    assert [p.name for p in folder.iterdir()] == ["s1.json"]  # no temp file left

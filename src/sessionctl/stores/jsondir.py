@@ -23,11 +23,11 @@ from typing import Any
 
 from ..core.audit import archived_text
 from ..core.errors import store_error
-from ..core.fsutil import PRIVATE_FILE, atomic_write, fsync_dir, os_error_text
+from ..core.fsutil import PRIVATE_FILE, fsync_dir, os_error_text
 from ..core.mapping import lookup
 from ..core.model import Record
 from .base import ArchiveFn, Candidate, RemoveOutcome, Store, require_exists
-from .restoring import place_id, text_id, unsafe_file_name
+from .restoring import place_id, text_id, unsafe_file_name, write_new
 
 SUFFIX = ".json"
 #: Files being removed are renamed to this prefix first; leftovers of a killed run are put back.
@@ -314,7 +314,9 @@ class JsonDirStore(Store):
             ):
                 skipped += 1
                 continue
-            atomic_write(path, _restored_bytes(entry), like=like)
+            if not write_new(path, _restored_bytes(entry), like):
+                skipped += 1  # the application wrote it meanwhile: its file stays
+                continue
             existing_ids.add(str(session_id))
             restored += 1
         return restored, skipped

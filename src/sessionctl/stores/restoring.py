@@ -7,9 +7,15 @@ its values, or says in one sentence why it cannot hold it. These are the helpers
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from ..core.errors import store_error
+from ..core.fsutil import fsync_dir, os_error_text, temp_prefix
 from ..core.mapping import KEY_PATH
 
 #: Longest file name most file systems take (NAME_MAX), in bytes.
@@ -129,3 +135,46 @@ def prepare_row(
                 ]
     entry["record"] = row
     return None
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def write_new(path: Path, data: bytes, like) -> bool:
+    """Create `path` with `data`, mode and owner of `like`, unless something is there by now
+    (the application may write the same session meanwhile): then False, and theirs stays.
+
+    The file is made whole and durable under a temp name first, then linked in place, which
+    never replaces; where the file system has no hard links, renamed if still nothing is there.
+    """
+    try:
+        fd, temp_name = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise store_error(f"cannot write {path}: {os_error_text(exc)}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp_name, like.st_mode & 0o7777)
+        with contextlib.suppress(OSError):
+            os.chown(temp_name, like.st_uid, like.st_gid)
+        try:
+            os.link(temp_name, path, follow_symlinks=False)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            if os.path.lexists(path):
+                return False
+            os.replace(temp_name, path)
+    except OSError as exc:
+        raise store_error(
+            f"cannot write {path}: {os_error_text(exc)}", "the sessions restored so far stay"
+        ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temp_name)
+    fsync_dir(path.parent)
+    return True
