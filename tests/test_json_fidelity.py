@@ -87,6 +87,19 @@ def test_survivors_of_a_keyed_and_of_a_wrapped_store_keep_their_bytes(cli, tmp_p
     assert wrapped.read_bytes() == after.encode()
 
 
+def test_a_session_key_written_twice_loses_only_the_member_that_was_judged(cli, tmp_path):
+    """Parsers read the last of two members with one key: that one is judged, archived and
+    removed; the earlier one is another session's text and stays, byte for byte."""
+    path = tmp_path / "sessions.json"
+    first = '"a": ' + _active("a", ', "n": 1E5')
+    path.write_text("{" + first + ', "b": ' + _active("b") + ', "a": ' + _expired("a2") + "}")
+    result = _cleanup(cli, f"json:{path}", "--expired")
+    assert result["deleted"] == 1
+    assert path.read_text() == "{" + first + ', "b": ' + _active("b") + "}"
+    listed = json.loads(cli("list", "-s", f"json:{path}", "-f", "json").stdout)
+    assert sorted(s["id"] for s in listed) == ["a", "b"]
+
+
 def test_removing_every_session_leaves_the_rest_of_the_file(cli, tmp_path):
     path = tmp_path / "sessions.json"
     path.write_bytes(

@@ -134,8 +134,10 @@ class Document:
         """The document with the entries at `keys` cut out of the original text."""
         layout = self.layout
         if self.keyed:
+            # A key written twice: only the member parsers read (the last) was judged and is
+            # archived, so only it goes; the one before it is another session's text.
             by_key = self.by_key()
-            doomed = {i for key in keys for i in by_key.get(self._real_key(key), ())}
+            doomed = {by_key[real][-1] for key in keys if (real := self._real_key(key)) in by_key}
         else:
             doomed = {key for key in keys if isinstance(key, int)}
         if not doomed:
@@ -182,9 +184,16 @@ class Document:
             container: Any = [self.container[i] for i in kept]
             keys: list = []
         else:
-            gone = {layout.keys[i] for i in doomed}
-            container = {k: v for k, v in self.container.items() if k not in gone}
             keys = [layout.keys[i] for i in kept]
+            last = {key: i for i, key in enumerate(keys)}  # of what is left, per key
+            container = {}
+            for key, value in self.container.items():
+                if key not in last:
+                    continue  # removed
+                index = kept[last[key]]
+                if by_key[key][-1] != index:  # an earlier member of a duplicated key is read now
+                    value = _DECODER.scan_once(text, layout.value_starts[index])[0]
+                container[key] = value
         top = container
         if self.wrapper_key is not None:
             top = dict(self.value)
