@@ -471,3 +471,29 @@ def test_a_rule_on_a_secret_field_never_quotes_its_value(cli, tmp_path, now):
     # A field that is neither payload nor secret is still quoted: that is what helps.
     assert reasons["browser"] == "browser=netscape is not one of: chromium"
     assert "api_token" in reasons["api_token"] and "redacted" in reasons["api_token"]
+
+
+def test_a_schedule_checks_idle_from_as_the_cleanup_will(cli, tmp_path, now, monkeypatch):
+    cron_d = tmp_path / "cron.d"
+    cron_d.mkdir()
+    monkeypatch.setenv("SESSIONCTL_CRON_D", str(cron_d))
+    path = no_last_access_store(tmp_path, now)
+    install = ["schedule", "install", "idle", "--every", "1h", "--system", "--"]
+    cleanup = ["cleanup", "--expired", "--store", f"json:{path}", "--idle-timeout", "7d"]
+    line = one_line_error(cli(*install, *cleanup, code=USAGE))
+    assert "--idle-from created" in line
+    assert list(cron_d.iterdir()) == []
+    cli(*install, *cleanup, "--idle-from", "created")
+    (written,) = cron_d.iterdir()
+    assert "--idle-from created" in written.read_text()
+
+
+def test_a_chosen_field_inside_a_payload_named_field_is_redacted_as_in_the_record(cli, tmp_path):
+    path = tmp_path / "sessions.json"
+    record = {"id": "a", "meta": {"data": TOKEN, "session": {"value": TOKEN}}}
+    path.write_text(json.dumps([record]))
+    for fmt in ("json", "csv", "table"):
+        result = cli("list", "-s", path, "--fields", "id,meta.data,meta.session.value", "-f", fmt)
+        assert TOKEN not in result.stdout, fmt
+    (view,) = json.loads(cli("list", "-s", path, "--fields", "meta.data", "-f", "json").stdout)
+    assert view["fields"]["meta.data"] == f"<redacted: {len(TOKEN)} bytes>"

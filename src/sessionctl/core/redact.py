@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any
 
-from .mapping import is_secret_name
+from .mapping import is_secret_name, is_secret_path
 
 
 def _size_of(value: Any) -> int:
@@ -163,10 +163,10 @@ def scrub(text: str, secrets: list[str]) -> str:
 
 def display_value(value: Any, field: str, payload: tuple[str, ...], show_secrets: bool) -> Any:
     """One field's value for a table or CSV cell, redacted when it should be."""
-    top = field.split(".")[0]
     if value is None:
         return None
-    if not show_secrets and (top in {p.split(".")[0] for p in payload} or is_secret_name(field)):
+    # Any part of the path counts (`meta.data`), as it does in the record shown whole.
+    if not show_secrets and is_secret_path(field, payload):
         return redacted_marker(value)
     if isinstance(value, (dict, list)):
         return redact_record({"v": value}, (), show_secrets)["v"] if not show_secrets else value
