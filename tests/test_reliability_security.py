@@ -505,6 +505,12 @@ def test_an_undecodable_sqlite_value_is_not_quoted_in_the_error(cli, tmp_path):
     )
     conn.commit()
     conn.close()
-    result = cli("list", "-s", path, code=3)
-    line = one_line_error(result)
-    assert TOKEN not in line and "auth_token" in line and "UTF-8" in line
+    # The row is one invalid session (corrupt), named by its column, never quoted.
+    result = cli("list", "-s", path, "-f", "json")
+    assert TOKEN not in result.stdout + result.stderr
+    [view] = json.loads(result.stdout)
+    [reason] = view["reasons"]
+    assert reason["code"] == "corrupt"
+    assert "auth_token" in reason["message"] and "UTF-8" in reason["message"]
+    result = cli("validate", "-s", path, code=1)
+    assert TOKEN not in result.stdout + result.stderr
