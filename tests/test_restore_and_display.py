@@ -512,3 +512,26 @@ def test_restore_never_replaces_a_file_the_application_wrote_meanwhile(
     assert (out["restored"], out["skipped"]) == (0, 1)
     assert (folder / "s1.json").read_text() == newer
     assert [p.name for p in folder.iterdir()] == ["s1.json"]  # no temp file left
+
+
+def test_a_session_whose_cascade_row_is_refused_is_not_left_half_restored(cli, tmp_path):
+    """Its parent row went in, its attributes did not, and it counted as skipped."""
+    generated = storegen.generate("spring", 6, seed=4)
+    db = storegen.write_sqlite(tmp_path / "spring.db", generated)
+    archive = cleanup_archive(cli, db, "--all", "--yes")
+    blocked = generated.records[0]["PRIMARY_ID"]
+    conn = sqlite3.connect(db)  # foreign keys off: an orphan attribute row of that session
+    conn.execute(
+        "INSERT INTO SPRING_SESSION_ATTRIBUTES VALUES (?, 'SPRING_SECURITY_CONTEXT', x'00')",
+        (blocked,),
+    )
+    conn.commit()
+    conn.close()
+    out = json.loads(cli("restore", archive, "-f", "json").stdout)
+    assert (out["restored"], out["skipped"]) == (5, 1)
+    conn = sqlite3.connect(db)
+    ids = {row[0] for row in conn.execute("SELECT PRIMARY_ID FROM SPRING_SESSION")}
+    attributes = conn.execute("SELECT COUNT(*) FROM SPRING_SESSION_ATTRIBUTES").fetchone()[0]
+    conn.close()
+    assert blocked not in ids and len(ids) == 5
+    assert attributes == 6  # five restored, and the orphan as it was

@@ -677,13 +677,19 @@ class SqliteStore(Store):
                     ):
                         skipped += 1
                         continue
+                    # All of a session or none of it: a refused cascade row takes its parent
+                    # row back out, so no session is left half restored.
+                    conn.execute("SAVEPOINT sessionctl_restore")
                     try:
                         self._insert_row(conn, self.table, record)
                         for child_table, rows in self._restore_order(entry.get("children")):
                             for child in rows:
                                 self._insert_row(conn, child_table, child)
+                        conn.execute("RELEASE sessionctl_restore")
                         restored += 1
                     except sqlite3.IntegrityError:
+                        conn.execute("ROLLBACK TO sessionctl_restore")
+                        conn.execute("RELEASE sessionctl_restore")
                         skipped += 1
                 conn.execute("COMMIT")
             except BaseException:
