@@ -298,6 +298,22 @@ def test_a_lock_inside_a_folder_store_is_not_a_session(cli, tmp_path):
     assert (folder / ".sessionctl.lock").exists()
 
 
+def test_cleanup_lock_store_on_the_command_line(cli, tmp_path):
+    from helpers import one_line_error
+
+    path = tmp_path / "sessions.json"
+    path.write_text(f"[{_expired('a')}, {_active('b')}]")
+    held = _other_host_holds(tmp_path / "sessions.json.sessionctl.lock", tmp_path)
+    try:
+        result = cli("cleanup", "-s", f"json:{path}", "--expired", "--lock", "store", code=4)
+        assert "another cleanup" in one_line_error(result)
+        bad = cli("cleanup", "-s", f"json:{path}", "--expired", "--lock", "nfs", code=2)
+        assert "--lock: invalid value 'nfs'" in one_line_error(bad)
+    finally:
+        held.release()
+    assert _cleanup(cli, f"json:{path}", "--expired", "--lock", "store")["deleted"] == 1
+
+
 def test_a_lock_setting_other_than_state_or_store_is_a_usage_error(cli, tmp_path):
     path = tmp_path / "sessions.json"
     path.write_text(f"[{_active('a')}]")

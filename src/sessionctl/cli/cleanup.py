@@ -206,6 +206,16 @@ def cleanup_command(
             "do not all start at once. Example: --jitter 5m",
         ),
     ] = None,
+    lock: Annotated[
+        Optional[str],
+        typer.Option(
+            "--lock",
+            metavar="WHERE",
+            help="Where the cleanup lock lives: state (this host's state folder, the default) or "
+            "store (also a file beside the store, which every host sharing it sees, e.g. on NFS). "
+            "Example: --lock store",
+        ),
+    ] = None,
     output: ObjectFormatOpt = ObjectFormat.table,
     quiet: QuietOpt = False,
     store: StoreArgs = None,
@@ -241,6 +251,10 @@ def cleanup_command(
         extra["batch_size"] = batch_size
     if hook is not None:
         extra["on_delete"] = parse_hook(hook, "--hook")
+    if lock is not None:
+        if lock not in ("state", "store"):
+            raise usage_error(f"--lock: invalid value {lock!r}", "use --lock state or --lock store")
+        extra["lock"] = lock
     store_overrides(store)
     parse_now(store.now)
     if wait:
