@@ -64,7 +64,8 @@ class Document:
         if isinstance(self.container, list):
             return iter(enumerate(self.container))
         if self.layout.aliases:
-            return ((self.layout.shown(k), v) for k, v in self.container.items())
+            real = set(self.layout.aliases.values())
+            return ((json.dumps(k)[1:-1] if k in real else k, v) for k, v in self.container.items())
         return iter(self.container.items())
 
     def records(self) -> Iterator[Record]:
@@ -290,14 +291,6 @@ class _Layout:
         self.aliases: dict = {}
         for name, value in fields.items():
             setattr(self, name, value)
-
-    def shown(self, key: Any) -> Any:
-        """The key as sessionctl shows it: one that is not Unicode text is escaped."""
-        return self._shown.get(key, key)
-
-    @property
-    def _shown(self) -> dict:
-        return {real: shown for shown, real in self.aliases.items()}
 
 
 def _read_layout(raw: bytes, path: Path) -> _Layout:
