@@ -285,8 +285,9 @@ id, the creation time, the last use, the expiry and the group comes from a prese
 
 A session is expired when its expiry time has passed, when it was unused for longer than the
 idle timeout, or when it was created longer ago than the maximum age. It is invalid when a rule
-fails: a missing required field, an unparseable or far-future timestamp, a value outside an
-allowed set, a wrong type, a record that does not parse. Every reason is reported, not the first.
+fails: no id, a missing required field, an unparseable or far-future timestamp or one before
+2000, a value outside an allowed set, a wrong type, a record that does not parse. Every reason is
+reported, not the first. A time that cannot be read or believed never makes a session expired.
 
 Data goes to standard output, diagnostics and progress to standard error. Tables and colour
 are used only on a terminal; --format json, ndjson and csv are stable machine formats. Every
