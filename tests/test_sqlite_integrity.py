@@ -5,8 +5,11 @@ is one the dry run names and the archive gives back exactly; nothing else change
 import gzip
 import json
 import os
+import shutil
 import sqlite3
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -415,3 +418,218 @@ def test_inspect_and_restore_tell_nocase_ids_apart(cli, tmp_path, state_dir):
     out = json.loads(cli("restore", archive_path(state_dir), "-s", db, "-f", "json").stdout)
     assert (out["restored"], out["skipped"]) == (1, 0)
     assert sorted(r[0] for r in dump(db, "sessions")) == [b"ABC", b"abc"]
+
+
+# --- generated: every shape above at once, both judges ---------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+GENERATED = settings(
+    max_examples=int(60 * float(os.environ.get("SESSIONCTL_HYPOTHESIS_SCALE", 1))),
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+G_NOW = 1_795_000_000.0
+G_NOW_ISO = storegen.iso(G_NOW)
+
+
+class Bad(bytes):
+    """Bytes to store as TEXT that is not UTF-8."""
+
+
+g_ids = st.sampled_from(["a", "A", "a ", "ß", "SS", "7", 7, b"7", None, Bad(b"\xffa")])
+g_times = st.sampled_from(
+    [
+        storegen.sql_time(G_NOW - 86400 * 3),
+        storegen.sql_time(G_NOW + 86400 * 3),
+        int(G_NOW - 3600),
+        int(G_NOW + 3600) * 1000,
+        "2026-02-30 10:00:00",
+        "garbage",
+        None,
+        Bad(b"2026\xff"),
+    ]
+)
+g_other = st.sampled_from(["x", "X", "", None, 1, 1.5, b"\x00", Bad(b"\xc3")])
+
+
+@st.composite
+def g_stores(draw) -> dict:
+    return {
+        "collation": draw(st.sampled_from(["BINARY", "NOCASE", "RTRIM"])),
+        "id_type": draw(st.sampled_from(["TEXT", "", "INTEGER", "BLOB"])),
+        "shadow": draw(st.sampled_from([[], ["rowid"], ["oid", "_rowid_"], ["_k", "_u"]])),
+        "depth": draw(st.integers(0, 2)),
+        "trigger": draw(st.sampled_from([None, "sessions", "c1"])),
+        "rows": draw(st.lists(st.tuples(g_ids, g_times, g_times, g_other), max_size=12)),
+        "mode": draw(
+            st.sampled_from([["--expired"], ["--invalid"], ["--expired", "--invalid"], ["--all"]])
+        ),
+        "allow": draw(st.booleans()),
+    }
+
+
+def build_generated(path, spec) -> None:
+    conn = sqlite3.connect(path)
+    extra = "".join(f", {name} TEXT" for name in spec["shadow"])
+    conn.executescript(
+        f"CREATE TABLE sessions(session_id {spec['id_type']} COLLATE {spec['collation']},"
+        f" created_at, expires, note TEXT COLLATE {spec['collation']}, n INTEGER UNIQUE{extra});"
+        "CREATE TABLE gone(what);"
+    )
+    parent = ("sessions", "n")
+    for level in range(1, spec["depth"] + 1):
+        conn.execute(
+            f"CREATE TABLE c{level}(id INTEGER PRIMARY KEY, up INTEGER REFERENCES"
+            f" {parent[0]}({parent[1]}) ON DELETE CASCADE, body TEXT)"
+        )
+        parent = (f"c{level}", "id")
+    if spec["trigger"] and (spec["trigger"] == "sessions" or spec["depth"]):
+        conn.execute(
+            f"CREATE TRIGGER t AFTER DELETE ON {spec['trigger']}"
+            " BEGIN INSERT INTO gone VALUES (1); END"
+        )
+    for n, row in enumerate(spec["rows"]):
+        values = [*row, n] + ["s"] * len(spec["shadow"])
+        marks = ", ".join("CAST(? AS TEXT)" if isinstance(v, Bad) else "?" for v in values)
+        conn.execute(
+            f"INSERT INTO sessions VALUES ({marks})",
+            [bytes(v) if isinstance(v, Bad) else v for v in values],
+        )
+        up = n
+        for level in range(1, spec["depth"] + 1):
+            row_id = n * 10 + level
+            body = Bad(b"\xfe") if n % 3 == 0 else f"b{row_id}"
+            mark = "CAST(? AS TEXT)" if isinstance(body, Bad) else "?"
+            conn.execute(
+                f"INSERT INTO c{level} VALUES (?, ?, {mark})",
+                (row_id, up, bytes(body) if isinstance(body, Bad) else body),
+            )
+            up = row_id
+    conn.commit()
+    conn.close()
+
+
+def g_dump(path) -> dict:
+    conn = sqlite3.connect(path)
+    conn.text_factory = bytes
+    try:
+        names = [
+            n.decode() for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        ]
+        return {
+            name: sorted(
+                conn.execute(
+                    f"SELECT typeof(n), * FROM {name}"
+                    if name == "sessions"
+                    else f"SELECT * FROM {name}"
+                ).fetchall(),
+                key=repr,
+            )
+            for name in names
+        }
+    finally:
+        conn.close()
+
+
+@GENERATED
+@given(spec=g_stores())
+def test_generated_tables_judged_alike_and_removed_exactly(tmp_path_factory, spec):
+    from typer.testing import CliRunner
+
+    from sessionctl.cli.app import app
+
+    folder = tmp_path_factory.mktemp("g")
+    if os.access("/dev/shm", os.W_OK):  # fsync costs nothing there: more cases in the time
+        folder = Path(tempfile.mkdtemp(prefix="sessionctl-sqlite-", dir="/dev/shm"))
+    runner = CliRunner()
+    outputs = []
+    try:
+        _one_generated_case(runner, app, folder, spec, outputs)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    (first, stats0), (second, stats1) = outputs
+    assert first == second
+    for key in ("total", "active", "expired", "invalid", "by_reason"):
+        assert stats0[key] == stats1[key], key
+
+
+def _one_generated_case(runner, app, folder, spec, outputs) -> None:
+    for pushdown in ("0", "1"):
+        path = folder / f"s{pushdown}.db"
+        build_generated(path, spec)
+        before = g_dump(path)
+        env = {"SESSIONCTL_PUSHDOWN": pushdown, "SESSIONCTL_STATE_DIR": str(folder / "state")}
+        address = f"sqlite:{path}?table=sessions"
+        common = [
+            "-s",
+            address,
+            "--field",
+            "id=session_id",
+            "--field",
+            "created=created_at",
+            "--field",
+            "expires=expires",
+            "--now",
+            G_NOW_ISO,
+            "-f",
+            "json",
+        ]
+        stats = runner.invoke(app, ["stats", *common], env=env, catch_exceptions=False)
+        assert stats.exit_code in (0, 1), stats.stderr
+        args = ["cleanup", *common, *spec["mode"], "--yes", "--archive", folder / f"a{pushdown}.gz"]
+        if spec["allow"]:
+            args.append("--allow-triggers")
+        result = runner.invoke(app, [str(a) for a in args], env=env, catch_exceptions=False)
+        assert "Traceback" not in result.stderr
+        after = g_dump(path)
+        has_trigger = bool(g_trigger(path))
+        if has_trigger and not spec["allow"]:
+            assert result.exit_code == 2, result.stderr
+            assert after == before
+            outputs.append(("refused", json.loads(stats.stdout)))
+            continue
+        assert result.exit_code == 0, result.stderr
+        out = json.loads(result.stdout)
+        assert out["deleted"] == out["selected"]
+        if out["deleted"]:
+            with gzip.open(out["archive"], "rt") as handle:
+                entries = [json.loads(line) for line in handle][1:]
+            assert len(entries) == out["deleted"]
+            # Every row the cascades took is in the archive.
+            for level in range(1, spec["depth"] + 1):
+                table = f"c{level}"
+                lost = len(before[table]) - len(after[table])
+                kept = sum(len((e.get("children") or {}).get(table, [])) for e in entries)
+                assert kept == lost, table
+            # Restore gives back every removed row whose id is not back in the table.
+            restored = runner.invoke(
+                app,
+                ["restore", out["archive"], "-s", address, "-f", "json"],
+                env=env,
+                catch_exceptions=False,
+            )
+            assert restored.exit_code in (0, 1), restored.stderr
+            if (
+                json.loads(restored.stdout)["skipped"] == 0
+                and not json.loads(restored.stdout)["refused"]
+            ):
+                again = g_dump(path)
+                for table in before:
+                    if table != "gone":
+                        assert again[table] == before[table], table
+        else:
+            assert after == before
+        stats_view = json.loads(stats.stdout)
+        outputs.append((sorted((s["key"], s["reasons"]) for s in out["sessions"]), stats_view))
+
+
+def g_trigger(path) -> list:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
+    finally:
+        conn.close()
