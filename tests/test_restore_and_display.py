@@ -535,3 +535,26 @@ def test_a_session_whose_cascade_row_is_refused_is_not_left_half_restored(cli, t
     conn.close()
     assert blocked not in ids and len(ids) == 5
     assert attributes == 6  # five restored, and the orphan as it was
+
+
+def test_validate_on_a_narrow_terminal_wraps_the_reasons_and_keeps_every_column(
+    cli, tmp_path, now, monkeypatch
+):
+    from rich.cells import cell_len
+
+    from sessionctl import render
+
+    monkeypatch.setattr(render, "stdout_is_terminal", lambda: True)
+    monkeypatch.setenv("COLUMNS", "80")
+    path, statuses = long_id_store(tmp_path, now)
+    records = json.loads(path.read_text())
+    for record in records:
+        record["created_at"] = "not a time at all"
+        record["last_used"] = now + 40 * 86400
+    path.write_text(json.dumps(records))
+    out = cli("validate", "-s", path, "--preset", "bash-sessions", code=1).stdout
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert all(cell_len(line.rstrip()) <= 80 for line in lines), out
+    assert lines[0].split() == ["ID", "KEY", "REASONS"]
+    assert sum(line.count("sess-") for line in lines) == len(statuses)
+    assert "future" in out and "not a time at" in out

@@ -226,7 +226,7 @@ def _rich_table(rows: Iterable[dict], columns: list[Column]) -> int:
             no_wrap=not last,
             overflow="fold" if last else "ellipsis",
             # What must never be squeezed out: the verdict and the durations.
-            min_width=None if column.shorten else _widest(column, cells, i),
+            min_width=None if column.shorten or last else _widest(column, cells, i),
         )
     for line in cells:
         out = []
@@ -271,7 +271,7 @@ def fit_cells(columns: list[Column], cells: list[list[str]], width: int) -> list
         widths = [
             max([headers[i]] + [cell_len(line[i]) for line in attempt]) for i in range(last + 1)
         ]
-        if last > 0 and not columns[last].shorten:
+        if last > 0:  # the last column wraps: it needs room for its header and words only
             widths[last] = min(widths[last], max(headers[last], WRAPPED_LAST))
         excess = sum(widths) - budget
         if excess <= 0:
@@ -297,7 +297,7 @@ def fit_cells(columns: list[Column], cells: list[list[str]], width: int) -> list
                 excess -= 1
         return [
             [
-                _shorten_middle(text, widths[i]) if columns[i].shorten else text
+                _shorten_middle(text, widths[i]) if columns[i].shorten and i != last else text
                 for i, text in enumerate(line)
             ]
             for line in attempt
