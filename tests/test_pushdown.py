@@ -264,7 +264,7 @@ def test_non_utc_text_times_go_to_python(cli, tmp_path, monkeypatch):
 # --- text that is not UTF-8, cascade chains and DELETE triggers
 
 TRICKY_IDS = ["ab", "AB", "Ab", "ab ", "7", 7, b"7", "07", "ß", "SS", None]
-TRICKY_GROUPS = ["w1", "W1", "w1 ", 7, "7", b"w1", None, ""]
+TRICKY_GROUPS = ["w1", "W1", "w1 ", 7, "7", b"w1", None, "", " "]
 
 
 def build_tricky_store(path, seed: int, id_type: str, collation: str, shadow: str | None):
@@ -323,7 +323,7 @@ TRICKY_RULES = """
 id = "session_id"
 group = "workspace_name"
 [stores.t.rules]
-required = ["id", "created"]
+required = ["id", "created", "workspace_name"]
 allowed = { browser_type = ["chromium", "firefox", 1] }
 """
 

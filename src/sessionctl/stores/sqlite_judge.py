@@ -197,7 +197,8 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
             add(model.MISSING_FIELD, "1" if x is None else f"{x} IS NULL")
         else:
             x = column(name)
-            add(model.MISSING_FIELD, f"{x} IS NULL OR {x} = ''")
+            # BINARY: under RTRIM, "  " = "" (Python says a blank is there).
+            add(model.MISSING_FIELD, f"{x} IS NULL OR {x} = '' COLLATE BINARY")
     for path, allowed in policy.rules.allowed.items():
         x = column(path)
         if x == "NULL":
