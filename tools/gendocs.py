@@ -299,7 +299,8 @@ EXIT_STATUS = {
     "OK": "Success.",
     "FINDINGS": "Findings: invalid sessions (validate), a threshold crossed (stats --alert-*), "
     "some deletions failed while others succeeded (cleanup), a declined --all confirmation, "
-    "inspect of an unknown id.",
+    "inspect of an unknown id, archived sessions the store cannot hold (restore: the others "
+    "are restored).",
     "USAGE": "Usage error: a bad option, duration or config file; cleanup --all without a "
     "terminal and without --yes. Nothing was read or changed.",
     "STORE": "The store is unusable: missing, unreadable, corrupt or not recognised. Nothing was "

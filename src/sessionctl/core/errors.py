@@ -15,7 +15,8 @@ class ExitCode(IntEnum):
 
     OK = 0
     #: The command worked and found something: invalid sessions (validate), a threshold crossed
-    #: (stats), some deletions failed while others succeeded (cleanup).
+    #: (stats), some deletions failed while others succeeded (cleanup), archived sessions the
+    #: store cannot hold (restore).
     FINDINGS = 1
     #: Bad command line or configuration: nothing was read or changed.
     USAGE = 2
