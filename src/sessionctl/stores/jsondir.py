@@ -151,7 +151,7 @@ class JsonDirStore(Store):
 
     def find(self, session_id: str, id_path: str | None) -> Record | None:
         for name in (session_id, session_id + SUFFIX):
-            if "/" in name or name.startswith(".") or not name.endswith(SUFFIX):
+            if "/" in name or "\x00" in name or name.startswith(".") or not name.endswith(SUFFIX):
                 continue
             read = _read_regular(self.path / name)
             if read is not None:
