@@ -319,3 +319,14 @@ def test_a_lock_setting_other_than_state_or_store_is_a_usage_error(cli, tmp_path
     path.write_text(f"[{_active('a')}]")
     result = cli("--config", _config(tmp_path, f"json:{path}", "nfs"), "list", "-s", "app", code=2)
     assert "lock: invalid value 'nfs'" in result.stderr
+
+
+def test_inspecting_an_id_with_a_nul_in_a_folder_store_finds_nothing(cli, tmp_path):
+    from helpers import one_line_error
+
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    (folder / "a.json").write_text(_active("a"))
+    result = cli("inspect", "-s", f"jsondir:{folder}", "--", "a\x00", code=None)
+    assert result.exit_code in (1, 2), result.stderr
+    assert "no session" in one_line_error(result)
