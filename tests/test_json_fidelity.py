@@ -330,3 +330,29 @@ def test_inspecting_an_id_with_a_nul_in_a_folder_store_finds_nothing(cli, tmp_pa
     result = cli("inspect", "-s", f"jsondir:{folder}", "--", "a\x00", code=None)
     assert result.exit_code in (1, 2), result.stderr
     assert "no session" in one_line_error(result)
+
+
+def test_an_infinite_sqlite_value_is_archived_as_json_and_restored_as_a_float(cli, tmp_path):
+    import sqlite3
+
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE django_session (session_key TEXT PRIMARY KEY, session_data TEXT, "
+        "expire_date TEXT, score REAL)"
+    )
+    rows = [("gone", "d", "2020-01-01 00:00:00", float("inf")), ("kept", "d", SOON, -1.5)]
+    conn.executemany("INSERT INTO django_session VALUES (?, ?, ?, ?)", rows)
+    conn.commit()
+    conn.close()
+    result = _cleanup(cli, f"sqlite:{path}?table=django_session", "--expired")
+    assert result["deleted"] == 1
+    entry = _strict_lines(Path(result["archive"]))[1]
+    assert entry["record"]["score"] == {"$float": "Infinity"}
+    cli("restore", result["archive"])
+    conn = sqlite3.connect(path)
+    restored = conn.execute(
+        "SELECT score, typeof(score) FROM django_session WHERE session_key = 'gone'"
+    )
+    assert restored.fetchall() == [(float("inf"), "real")]
+    conn.close()
