@@ -5,6 +5,7 @@ through a temp file and a rename, with the previous file kept as `.bak`."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -588,7 +589,9 @@ class JsonFileStore(Store):
 
     def sample(self, limit: int = 50) -> tuple[list[str], list[dict]]:
         document = self._document or self.load()
-        records = [item for _, item in document.items() if isinstance(item, dict)][:limit]
+        # Sessions that could be read (not one holding a lone surrogate), the first `limit`.
+        readable = (record.data for record in document.records() if record.data is not None)
+        records = list(itertools.islice(readable, limit))
         keys: dict[str, None] = {}
         for item in records:
             keys.update(dict.fromkeys(item))
