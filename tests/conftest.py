@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from pg import node_modules, pg_db, pg_server  # noqa: F401  (fixtures: real PostgreSQL stores)
 from sessionctl.cli.app import app
 
 

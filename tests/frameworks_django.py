@@ -1,0 +1,119 @@
+"""Django itself, in a process of its own, on a PostgreSQL database (tests/pg.py runs this).
+
+Reads one JSON request on stdin, prints one JSON answer on stdout. Django's global settings live
+and die in this process, never in the test process.
+
+Request: {"dsn": "postgresql://...", "action": ..., ...}
+- "write": migrate (Django's own migrations make django_session), then write each of
+  "sessions" ([{"expires_in": seconds, "data": {...}, "set_expiry": true}]) through
+  django.contrib.sessions.backends.db.SessionStore. With set_expiry (the default) the session
+  calls set_expiry(seconds) before it is saved: Django then writes expire_date = now + seconds,
+  also when that is in the past (a negative number: save() does not refuse it), and keeps the
+  age in the payload as "_session_expiry". Without it, the session is saved with Django's default
+  age (SESSION_COOKIE_AGE) and expire_date is moved afterwards through the ORM, as an application
+  that never calls set_expiry leaves it: no "_session_expiry" in the payload.
+  Answers {"keys": [...]} in the order given.
+- "load": {"keys": [...]} -> {"loaded": {key: data or {}}}: SessionStore(session_key=k).load(),
+  which is {} for a session that is missing, expired or whose signature does not verify (and for
+  one whose data is empty: so "write" never writes one with no data, {"user_id": n} by default).
+- "clearsessions": Django's own `manage.py clearsessions`; answers {"before": n, "after": n,
+  "removed": n, "survivors": [...], "not_loading": [...]}: every survivor is loaded through
+  SessionStore, and those that come back empty are listed in not_loading.
+"""
+
+import json
+import sys
+from datetime import timedelta
+from urllib.parse import unquote, urlsplit
+
+#: Fixed, so that a later process (sessionctl's test, then this script again) verifies the
+#: signatures the first one wrote.
+SECRET_KEY = "sessionctl-tests-not-a-secret-0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def database_settings(dsn: str) -> dict:
+    url = urlsplit(dsn)
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(url.path.lstrip("/")),
+        "USER": unquote(url.username or ""),
+        "PASSWORD": unquote(url.password or ""),
+        "HOST": url.hostname or "",
+        "PORT": str(url.port or ""),
+    }
+
+
+def setup(dsn: str) -> None:
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        DATABASES={"default": database_settings(dsn)},
+        INSTALLED_APPS=["django.contrib.sessions"],
+        USE_TZ=True,
+        SECRET_KEY=SECRET_KEY,
+        SESSION_ENGINE="django.contrib.sessions.backends.db",
+    )
+    django.setup()
+
+
+def write(request: dict) -> dict:
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.sessions.models import Session
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    call_command("migrate", verbosity=0, interactive=False)
+    keys = []
+    for spec in request.get("sessions", []):
+        seconds = int(spec["expires_in"])
+        store = SessionStore()
+        # A session with no data loads as {} like a missing one: give each one something.
+        for name, value in (spec.get("data") or {"user_id": len(keys) + 1}).items():
+            store[name] = value
+        if spec.get("set_expiry", True):
+            # set_expiry(0) would mean "until the browser closes" (the default age in the table).
+            store.set_expiry(seconds if seconds else timedelta(0))
+            store.create()
+        else:
+            store.create()
+            Session.objects.filter(session_key=store.session_key).update(
+                expire_date=timezone.now() + timedelta(seconds=seconds)
+            )
+        keys.append(store.session_key)
+    return {"keys": keys}
+
+
+def load(request: dict) -> dict:
+    from django.contrib.sessions.backends.db import SessionStore
+
+    return {"loaded": {key: SessionStore(session_key=key).load() for key in request["keys"]}}
+
+
+def clearsessions(request: dict) -> dict:
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.sessions.models import Session
+    from django.core.management import call_command
+
+    before = Session.objects.count()
+    call_command("clearsessions", verbosity=0)
+    survivors = sorted(Session.objects.values_list("session_key", flat=True))
+    not_loading = [k for k in survivors if not SessionStore(session_key=k).load()]
+    return {
+        "before": before,
+        "after": len(survivors),
+        "removed": before - len(survivors),
+        "survivors": survivors,
+        "not_loading": not_loading,
+    }
+
+
+def main() -> None:
+    request = json.load(sys.stdin)
+    setup(request["dsn"])
+    action = {"write": write, "load": load, "clearsessions": clearsessions}[request["action"]]
+    json.dump(action(request), sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
