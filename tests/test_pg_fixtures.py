@@ -123,7 +123,7 @@ def test_connect_pg_simple_makes_its_table_writes_and_prunes(pg_db, node_modules
 def test_connect_pg_simple_writes_local_time_in_the_connections_time_zone(pg_db, node_modules):
     """The naive "expire" column holds the writer's wall clock: the same instant written from a
     New York connection is 5 hours (4 in summer) earlier than from a UTC one."""
-    utc = connect_pg_simple_store(pg_db, sessions=[3600])
+    utc = connect_pg_simple_store(pg_db, sessions=[3600], timezone="UTC")
     ny = connect_pg_simple_store(pg_db, sessions=[3600], timezone="America/New_York")
     rows = dict(pg_db.query("SELECT sid, expire FROM session"))
     gap = rows[utc.ids[0]] - rows[ny.ids[0]]
@@ -131,6 +131,10 @@ def test_connect_pg_simple_writes_local_time_in_the_connections_time_zone(pg_db,
     # Read in New York, the New York row is active; its own prune keeps it.
     assert connect_pg_simple_prune(pg_db, timezone="America/New_York")["removed"] == 0
     assert connect_pg_simple_load(pg_db, ny.ids, timezone="America/New_York")[ny.ids[0]]
+    # Read in UTC, the same row looks hours expired: a prune from a UTC connection removes a
+    # session New York still uses. A tool must read "expire" in the application's zone.
+    assert connect_pg_simple_prune(pg_db, timezone="UTC") == {"before": 2, "after": 1, "removed": 1}
+    assert pg_db.scalar("SELECT sid FROM session") == utc.ids[0]
 
 
 def test_flask_session_writes_through_real_requests_and_cleans_up(pg_db):
