@@ -234,6 +234,19 @@ def test_a_store_emptied_by_a_cleanup_is_cleaned_again_without_error(cli, tmp_pa
     cli("cleanup", "--expired", "-s", path, "-q")
 
 
+def test_a_store_holding_only_corrupt_sessions_is_no_expired_cleanup_error(cli, tmp_path):
+    # A lone surrogate makes the only session unreadable: invalid, never expired, so an
+    # --expired run has nothing to do; --invalid still removes it.
+    path = tmp_path / "s.json"
+    path.write_bytes(b'[{"session_id": "s0", "expires_at": 1, "\\ud800k": 1E5}]')
+    before = path.read_bytes()
+    result = json.loads(cli("cleanup", "--expired", "-s", path, "-f", "json").stdout)
+    assert (result["total"], result["deleted"], result["outcome"]) == (1, 0, "ok")
+    assert path.read_bytes() == before
+    result = json.loads(cli("cleanup", "--invalid", "-s", path, "-f", "json").stdout)
+    assert result["deleted"] == 1
+
+
 def test_a_store_with_sessions_and_no_way_to_tell_expiry_is_still_refused(cli, tmp_path):
     path = write_json(tmp_path / "s.json", [{"session_id": "a", "data": "x"}])
     result = cli("cleanup", "--expired", "-s", path, code=2)

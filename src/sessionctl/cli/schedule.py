@@ -119,7 +119,7 @@ def _check_now(params: dict[str, Any]) -> None:
         DEFAULT_BATCH_SIZE,
         CleanupOptions,
         check_options,
-        store_is_empty,
+        has_readable_record,
     )
     from ..core.timeparse import parse_duration, parse_size
 
@@ -171,10 +171,10 @@ def _check_now(params: dict[str, Any]) -> None:
             )
             check_options(ctx, options)
             expiry_unknown = not ctx.policy.describes_expiry(ctx.mapping)
-            if options.expired and expiry_unknown and store_is_empty(ctx):
-                # check_options lets an empty store through: a run on it is a no-op.
+            if options.expired and expiry_unknown and not has_readable_record(ctx):
+                # check_options lets a store with nothing readable through: a run is a no-op.
                 say(
-                    f"warning: {ctx.label} is empty, so what its sessions will look like is "
+                    f"warning: {ctx.label} holds no readable session, so what its sessions will look like is "
                     "unknown; give --idle-timeout, --max-age or --field expires=FIELD if the "
                     "scheduled runs cannot tell which sessions are expired"
                 )

@@ -365,8 +365,13 @@ def check_options(ctx: StoreContext, options: CleanupOptions) -> None:
             "say what to remove",
             "use --expired, --invalid, --all, or a cap such as --max-per-group",
         )
-    if options.expired and not ctx.policy.describes_expiry(ctx.mapping) and not store_is_empty(ctx):
-        # An empty store (emptied by the last run, say) has nothing to map: nothing to do.
+    if (
+        options.expired
+        and not ctx.policy.describes_expiry(ctx.mapping)
+        and has_readable_record(ctx)
+    ):
+        # A store with nothing readable in it (emptied by the last run, say, or holding only
+        # corrupt records, which are invalid, never expired) has nothing to map: nothing to do.
         raise usage_error(
             f"cannot tell which sessions of {ctx.label} are expired: no expiry field is mapped "
             "and no idle timeout or max age is set",
@@ -389,11 +394,11 @@ def _triggers_text(triggers: list[tuple[str, str]]) -> str:
     return f"DELETE trigger(s) {named} may change rows that no archive keeps"
 
 
-def store_is_empty(ctx: StoreContext) -> bool:
-    """True when the store holds no record at all (read until the first one)."""
+def has_readable_record(ctx: StoreContext) -> bool:
+    """True when the store holds a record that could be decoded (read until the first one)."""
     records = iter(ctx.store.iter_records())
     try:
-        return next(records, None) is None
+        return any(record.data is not None for record in records)
     finally:
         close = getattr(records, "close", None)
         if close is not None:
