@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sessionctl.core.audit import read_archive
+from sessionctl.app.audit import read_archive
 from sessionctl.stores.jsondir import TRASH_PREFIX
 
 SESSIONCTL = [sys.executable, "-m", "sessionctl"]

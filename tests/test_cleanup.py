@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from helpers import one_line_error, store_files_snapshot, storegen
-from sessionctl.core.config import Config
-from sessionctl.core.context import StoreRequest, open_context
-from sessionctl.core.locking import StoreLock
+from sessionctl.app.config import Config
+from sessionctl.app.context import StoreRequest, open_context
+from sessionctl.app.locking import StoreLock
 from stores import CASES, build, session_name
 
 MODES = {

@@ -23,10 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import one_line_error, storegen
-from sessionctl.core.mapping import Mapper, Mapping, detect_preset
-from sessionctl.core.model import Record
-from sessionctl.core.policy import Judge, Policy
-from sessionctl.core.timeparse import TimestampError, parse_timestamp
+from sessionctl.domain.mapping import Mapper, Mapping, detect_preset
+from sessionctl.domain.model import Record
+from sessionctl.domain.policy import Judge, Policy
+from sessionctl.domain.timeparse import TimestampError, parse_timestamp
 
 DAY = 86400.0
 PLAUSIBLE_SINCE = datetime(2000, 1, 1, tzinfo=UTC).timestamp()

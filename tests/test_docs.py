@@ -12,7 +12,7 @@ import pytest
 
 from helpers import ROOT
 from sessionctl import __version__
-from sessionctl.core.errors import ExitCode
+from sessionctl.domain.errors import ExitCode
 
 sys.path.insert(0, str(ROOT / "tools"))
 import gendocs  # noqa: E402
@@ -178,7 +178,7 @@ def test_man_page_files_and_examples_name_the_real_places():
 
 def test_man_page_files_match_the_code(tmp_path, monkeypatch):
     """The default locations the man page names are the ones the code uses."""
-    from sessionctl.core import audit, config, locking
+    from sessionctl.app import audit, config, locking
 
     home = tmp_path / "home"
     monkeypatch.setenv("HOME", str(home))
@@ -404,7 +404,7 @@ def test_readme_presets_table_matches_sessionctl_presets():
 
 
 def test_readme_configuration_reference_names_every_setting():
-    from sessionctl.core.config import GLOBAL_SETTINGS, STORE_SETTINGS
+    from sessionctl.app.config import GLOBAL_SETTINGS, STORE_SETTINGS
 
     keys = {row[0] for row in table_rows(readme_section("Configuration"))}
     assert set(STORE_SETTINGS) | set(GLOBAL_SETTINGS) <= keys

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import one_line_error, storegen
-from sessionctl.core.errors import ExitCode
+from sessionctl.domain.errors import ExitCode
 
 STORE, BUSY, USAGE = int(ExitCode.STORE), int(ExitCode.BUSY), int(ExitCode.USAGE)
 

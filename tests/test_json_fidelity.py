@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sessionctl.core.audit import read_archive
+from sessionctl.app.audit import read_archive
 
 PAST = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3 * 86400))
 SOON = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3 * 86400))
@@ -245,7 +245,7 @@ def _cleanup_with(cli, config: Path) -> dict:
 
 def _other_host_holds(lock_file: Path, tmp_path: Path):
     """Another host's cleanup of the same store: its own state folder, the same lock file."""
-    from sessionctl.core.locking import StoreLock
+    from sessionctl.app.locking import StoreLock
 
     return StoreLock(tmp_path / "other-host-state", "elsewhere", "app", beside=lock_file).acquire()
 

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from sessionctl.core import model
-from sessionctl.core.errors import SessionctlError
-from sessionctl.core.mapping import (
+from sessionctl.domain import model
+from sessionctl.domain.errors import SessionctlError
+from sessionctl.domain.mapping import (
     PRESETS,
     Mapper,
     Mapping,
@@ -13,9 +13,9 @@ from sessionctl.core.mapping import (
     lookup,
     parse_field_overrides,
 )
-from sessionctl.core.model import Record
-from sessionctl.core.policy import Judge, Policy, Rules
-from sessionctl.core.redact import redact_record
+from sessionctl.domain.model import Record
+from sessionctl.domain.policy import Judge, Policy, Rules
+from sessionctl.domain.redact import redact_record
 
 NOW = 1_800_000_000.0
 

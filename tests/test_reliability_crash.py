@@ -43,11 +43,11 @@ from reliability import (
     subprocess_env,
     trash_leftovers,
 )
-from sessionctl.core.audit import store_slug
-from sessionctl.core.config import Config
-from sessionctl.core.context import StoreRequest, open_context
-from sessionctl.core.ops.cleanup import CleanupOptions, cleanup
-from sessionctl.core.redact import json_safe
+from sessionctl.app.audit import store_slug
+from sessionctl.app.config import Config
+from sessionctl.app.context import StoreRequest, open_context
+from sessionctl.app.ops.cleanup import CleanupOptions, cleanup
+from sessionctl.domain.redact import json_safe
 
 RUNS_PER_KIND = int(os.environ.get("SESSIONCTL_CRASH_RUNS", "60"))
 SESSIONS = 160

@@ -30,7 +30,7 @@ from reliability import (
     public_tmpdir,
     subprocess_env,
 )
-from sessionctl.core.errors import ExitCode
+from sessionctl.domain.errors import ExitCode
 
 STORE, FAILED = int(ExitCode.STORE), int(ExitCode.FAILED)
 NOBODY_UID = 65534

@@ -36,9 +36,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from reliability import Stopwatch, record_figures
+from sessionctl.app.audit import read_archive
 from sessionctl.cli.app import app
-from sessionctl.core.audit import read_archive
-from sessionctl.core.mapping import PRESETS
+from sessionctl.domain.mapping import PRESETS
 from sessionctl.stores.base import canonical_bytes
 
 settings.register_profile(

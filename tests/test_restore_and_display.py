@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpers import one_line_error, storegen
-from sessionctl.core.audit import ArchiveWriter, read_archive
+from sessionctl.app.audit import ArchiveWriter, read_archive
 
 HOUR = 3600.0
 

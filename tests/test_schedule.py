@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import one_line_error
-from sessionctl.core import schedule
-from sessionctl.core.config import Config
-from sessionctl.core.context import StoreRequest, open_context
-from sessionctl.core.locking import StoreLock
-from sessionctl.core.timeparse import to_iso
+from sessionctl.app import schedule
+from sessionctl.app.config import Config
+from sessionctl.app.context import StoreRequest, open_context
+from sessionctl.app.locking import StoreLock
+from sessionctl.domain.timeparse import to_iso
 from stores import build, session_name
 
 SCRIPT = str(Path(sys.executable).absolute().parent / "sessionctl")

@@ -1,4 +1,4 @@
-"""`sessionctl --help`, `--version` and every `-h` start fast: they load no store driver, no core
+"""`sessionctl --help`, `--version` and every `-h` start fast: they load no store driver, no application
 operation, no Rich, no SQLite, no gzip. (bench/startup.py measures the time.)"""
 
 import json
@@ -15,13 +15,13 @@ HEAVY = (
     "gzip",
     "rich",
     "sessionctl.stores",
-    "sessionctl.core.ops",
-    "sessionctl.core.context",
-    "sessionctl.core.audit",
-    "sessionctl.core.locking",
-    "sessionctl.core.config",
-    "sessionctl.core.mapping",
-    "sessionctl.core.schedule",
+    "sessionctl.app.ops",
+    "sessionctl.app.context",
+    "sessionctl.app.audit",
+    "sessionctl.app.locking",
+    "sessionctl.app.config",
+    "sessionctl.domain.mapping",
+    "sessionctl.app.schedule",
     "platformdirs",
     "tomli_w",
     "crontab",
@@ -76,7 +76,7 @@ def test_help_and_version_import_nothing_heavy(args):
 def test_the_probe_sees_heavy_imports():
     """The check above can fail: a command that does work imports what it needs."""
     modules = imported_by("presets", "-f", "json")
-    assert "sessionctl.core.mapping" in heavy(modules)
+    assert "sessionctl.domain.mapping" in heavy(modules)
 
 
 def test_every_command_help_imports_nothing_heavy():

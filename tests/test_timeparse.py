@@ -3,8 +3,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sessionctl.core.errors import ExitCode, SessionctlError
-from sessionctl.core.timeparse import (
+from sessionctl.domain.errors import ExitCode, SessionctlError
+from sessionctl.domain.timeparse import (
     TimestampError,
     format_duration,
     parse_duration,

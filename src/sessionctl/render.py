@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from itertools import chain, islice
 from typing import Any, TextIO
 
-from .core.timeparse import format_duration, format_size
+from .domain.timeparse import format_duration, format_size
 
 PLAIN_WIDTH_SAMPLE = 500
 STATUS_STYLE = {"active": "green", "expired": "yellow", "invalid": "red"}

@@ -1,1 +1,1 @@
-"""The command line: thin Typer commands over `sessionctl.core`."""
+"""The command line: thin Typer commands over `sessionctl.app`."""

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import render
-from ..core.errors import ExitCode, SessionctlError, usage_error
+from ..domain.errors import ExitCode, SessionctlError, usage_error
 from .common import (
     ObjectFormat,
     ObjectFormatOpt,
@@ -226,9 +226,9 @@ def cleanup_command(
     holds the store.
     Example: sessionctl cleanup --store web --expired --dry-run
     """
-    from ..core.hooks import parse_hook
-    from ..core.ops.cleanup import DEFAULT_BATCH_SIZE, CleanupOptions, cleanup
-    from ..core.timeparse import parse_duration, parse_now, parse_size
+    from ..app.hooks import parse_hook
+    from ..app.ops.cleanup import DEFAULT_BATCH_SIZE, CleanupOptions, cleanup
+    from ..domain.timeparse import parse_duration, parse_now, parse_size
 
     # Every value is checked before anything happens: no wait, no lock, no removal.
     if archive is not None and no_archive:

@@ -1,7 +1,7 @@
 """What every command shares: the store options, error handling, output helpers.
 
 Commands stay thin: they declare their own options, take a `StoreArgs` for the shared store
-options (added to their signature by `@store_command`), call one core operation and hand the
+options (added to their signature by `@store_command`), call one application operation and hand the
 result to a renderer. Errors become one line on stderr and a documented exit code.
 """
 
@@ -18,7 +18,7 @@ from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
-from ..core.errors import ExitCode, SessionctlError, nested_too_deeply
+from ..domain.errors import ExitCode, SessionctlError, nested_too_deeply
 
 PROG = "sessionctl"
 
@@ -32,7 +32,7 @@ class AppState:
 
     def config(self):
         if self._config is None:
-            from ..core.config import load_config
+            from ..app.config import load_config
 
             self._config = load_config(self.config_path)
         return self._config
@@ -180,7 +180,7 @@ ShowSecretsOpt = Annotated[
 def complete_store(ctx: typer.Context, incomplete: str) -> list[str]:
     """Store names from the config file (--config, $SESSIONCTL_CONFIG, ...), for shell completion."""
     try:
-        from ..core.config import load_config
+        from ..app.config import load_config
 
         explicit = ctx.find_root().params.get("config_file") or os.environ.get("SESSIONCTL_CONFIG")
         names = list(load_config(explicit).stores)
@@ -190,7 +190,7 @@ def complete_store(ctx: typer.Context, incomplete: str) -> list[str]:
 
 
 def complete_preset(incomplete: str) -> list[str]:
-    from ..core.mapping import PRESETS
+    from ..domain.mapping import PRESETS
 
     return [name for name in PRESETS if name.startswith(incomplete)]
 
@@ -401,8 +401,8 @@ def store_command(function: Callable) -> Callable:
 
 
 def store_overrides(args: StoreArgs) -> dict[str, Any]:
-    from ..core.config import get_timezone
-    from ..core.timeparse import parse_duration
+    from ..app.config import get_timezone
+    from ..domain.timeparse import parse_duration
 
     overrides: dict[str, Any] = {}
     for name in ("max_age", "idle_timeout", "skew", "busy_timeout"):
@@ -419,9 +419,9 @@ def store_overrides(args: StoreArgs) -> dict[str, Any]:
 @contextlib.contextmanager
 def open_store_context(args: StoreArgs, extra: Optional[dict] = None) -> Iterator:
     """The resolved store for a command; closed when the command is done."""
-    from ..core.context import StoreRequest, open_context
-    from ..core.mapping import parse_field_overrides
-    from ..core.timeparse import parse_now
+    from ..app.context import StoreRequest, open_context
+    from ..domain.mapping import parse_field_overrides
+    from ..domain.timeparse import parse_now
 
     request = StoreRequest(
         store=args.store,
@@ -453,7 +453,7 @@ def explain(ctx) -> None:
     for row in ctx.mapping.explain():
         say(f"  {row['role']:<9} <- {row['path'] or '(none)'}   [{row['from']}]")
     policy = ctx.policy
-    from ..core.timeparse import format_duration
+    from ..domain.timeparse import format_duration
 
     ctx.pushdown()
     say(f"  judging: {ctx.pushdown_note}")

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .. import render
-from ..core.errors import usage_error
+from ..domain.errors import usage_error
 from .common import (
     RowFormat,
     RowFormatOpt,
@@ -32,7 +32,7 @@ COLUMNS = [
 
 
 def _target_path() -> tuple[Path, str]:
-    from ..core.config import config_candidates
+    from ..app.config import config_candidates
 
     explicit = current_state().config_path
     return config_candidates(explicit)[0]
@@ -77,9 +77,9 @@ def init_command(
     Written to --config, $SESSIONCTL_CONFIG, or the user config folder.
     Example: sessionctl config init --store web --address ./db.sqlite3 --preset django
     """
-    from ..core.config import starter_config
-    from ..core.fsutil import atomic_write
-    from ..core.mapping import get_preset
+    from ..app.config import starter_config
+    from ..domain.mapping import get_preset
+    from ..fsutil import atomic_write
 
     path, _ = _target_path()
     if path.exists() and not force:
@@ -120,8 +120,8 @@ def show_command(
 
     Example: sessionctl config show --store web
     """
-    from ..core.config import state_dir, store_settings
-    from ..core.mapping import get_preset
+    from ..app.config import state_dir, store_settings
+    from ..domain.mapping import get_preset
 
     config = current_state().config()
     rows = [
@@ -171,7 +171,7 @@ def show_command(
 
 
 def _shown(value: Any) -> Any:
-    from ..core.timeparse import format_duration
+    from ..domain.timeparse import format_duration
 
     if isinstance(value, float):
         return format_duration(value)

@@ -47,8 +47,8 @@ def history_command(
 
     Example: sessionctl history --store web --limit 10
     """
-    from ..core.config import state_dir
-    from ..core.ops.history import history
+    from ..app.config import state_dir
+    from ..app.ops.history import history
 
     config = current_state().config()
     label = path = None

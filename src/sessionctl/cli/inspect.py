@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from .. import render
-from ..core.timeparse import format_size
+from ..domain.timeparse import format_size
 from .common import (
     ObjectFormat,
     ObjectFormatOpt,
@@ -70,7 +70,7 @@ def inspect_command(
 
     Example: sessionctl inspect 7f3c9a --store web
     """
-    from ..core.ops.inspect import inspect_session
+    from ..app.ops.inspect import inspect_session
 
     with open_store_context(store) as ctx:
         view = inspect_session(ctx, session_id, show_secrets)

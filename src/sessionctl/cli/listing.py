@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import render
-from ..core.timeparse import format_duration
+from ..domain.timeparse import format_duration
 from .common import (
     RowFormat,
     RowFormatOpt,
@@ -155,8 +155,8 @@ def list_command(
 
     Example: sessionctl list --store web --expired --sort age --limit 20
     """
-    from ..core.ops.listing import ListQuery, list_sessions, parse_where
-    from ..core.timeparse import parse_duration
+    from ..app.ops.listing import ListQuery, list_sessions, parse_where
+    from ..domain.timeparse import parse_duration
 
     columns, paths = columns_for(fields)
     query = ListQuery(

@@ -20,7 +20,7 @@ COLUMNS = [
 
 
 def preset_rows() -> list[dict]:
-    from ..core.mapping import PRESETS
+    from ..domain.mapping import PRESETS
 
     return [
         {

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from .. import render
-from ..core.errors import ExitCode
+from ..domain.errors import ExitCode
 from .common import (
     ObjectFormat,
     ObjectFormatOpt,
@@ -73,8 +73,8 @@ def restore_command(
     stderr, the others go in, and the exit status is 1.
     Example: sessionctl restore ./archive.ndjson.gz --store web
     """
-    from ..core.audit import read_archive
-    from ..core.ops.restore import restore
+    from ..app.audit import read_archive
+    from ..app.ops.restore import restore
 
     contents = read_archive(archive)
     if store.store is None:

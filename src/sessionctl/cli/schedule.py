@@ -6,7 +6,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .. import render
-from ..core.errors import ExitCode, SessionctlError, usage_error
+from ..domain.errors import ExitCode, SessionctlError, usage_error
 from .common import (
     RowFormat,
     RowFormatOpt,
@@ -114,14 +114,14 @@ def _check_now(params: dict[str, Any]) -> None:
     what expired) are usage errors: nothing is installed. A store that cannot be used right now
     (it does not exist yet, say) is only a warning.
     """
-    from ..core.hooks import parse_hook
-    from ..core.ops.cleanup import (
+    from ..app.hooks import parse_hook
+    from ..app.ops.cleanup import (
         DEFAULT_BATCH_SIZE,
         CleanupOptions,
         check_options,
         has_readable_record,
     )
-    from ..core.timeparse import parse_duration, parse_size
+    from ..domain.timeparse import parse_duration, parse_size
 
     if params["archive"] is not None and params["no_archive"]:
         raise usage_error("the cleanup after --: --archive and --no-archive contradict each other")
@@ -186,9 +186,9 @@ def _check_now(params: dict[str, Any]) -> None:
 
 def _prepare_cleanup(words: list[str], jitter: Optional[str]) -> list[str]:
     """The cleanup's options as cron will run them: checked, paths absolute, --quiet."""
-    from ..core import schedule
-    from ..core.config import ENV_STORE
-    from ..core.timeparse import parse_duration
+    from ..app import schedule
+    from ..app.config import ENV_STORE
+    from ..domain.timeparse import parse_duration
 
     if not words:
         raise usage_error(
@@ -317,8 +317,8 @@ def install_command(
     entry; lines that are not sessionctl's are left as they were.
     Example: sessionctl schedule install web-expired --every 1h -- cleanup --expired --store web
     """
-    from ..core import schedule
-    from ..core.config import state_dir
+    from ..app import schedule
+    from ..app.config import state_dir
 
     schedule.check_name(name)
     if (cron is None) == (every is None):
@@ -359,8 +359,8 @@ def list_command(
 
     Example: sessionctl schedule list --format json
     """
-    from ..core import schedule
-    from ..core.config import state_dir
+    from ..app import schedule
+    from ..app.config import state_dir
 
     folder, _ = state_dir(current_state().config())
     entries, notes = schedule.list_entries(folder)
@@ -372,8 +372,8 @@ def list_command(
 
 
 def _change(name: str, action: str, what: str, system: bool, dry_run: bool) -> None:
-    from ..core import schedule
-    from ..core.config import state_dir
+    from ..app import schedule
+    from ..app.config import state_dir
 
     folder, _ = state_dir(current_state().config())
     _report(schedule.change(name, action, folder, system, dry_run), what)

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import render
-from ..core.errors import ExitCode
+from ..domain.errors import ExitCode
 from .common import StatsFormat, StoreArgs, open_store_context, say, store_command
 
 
@@ -80,8 +80,8 @@ def stats_command(
     With --alert-* thresholds it exits 1 when one is crossed (monitoring, seed 002).
     Example: sessionctl stats --store web --alert-expired 1000 -f prometheus
     """
-    from ..core.ops.stats import check_thresholds, compute_stats
-    from ..core.timeparse import parse_duration, parse_size
+    from ..app.ops.stats import check_thresholds, compute_stats
+    from ..domain.timeparse import parse_duration, parse_size
 
     limits = {
         "active": alert_active,

@@ -6,7 +6,7 @@ import sys
 import typer
 
 from .. import render
-from ..core.errors import ExitCode
+from ..domain.errors import ExitCode
 from .common import (
     QuietOpt,
     RowFormat,
@@ -40,7 +40,7 @@ def validate_command(
     Exits 1 when any session is invalid, so a CI step can fail on it.
     Example: sessionctl validate --store ./sessions --preset raptor
     """
-    from ..core.ops.validate import ValidationSummary, validate
+    from ..app.ops.validate import ValidationSummary, validate
 
     with open_store_context(store) as ctx:
         summary = ValidationSummary(store=ctx.label)

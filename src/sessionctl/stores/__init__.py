@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from ..core.errors import store_error, usage_error
+from ..domain.errors import store_error, usage_error
 from .base import Store, StoreSpec
 
 KINDS = ("json", "jsondir", "sqlite")

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..core.errors import store_error
-from ..core.model import Record
+from ..domain.errors import store_error
+from ..domain.model import Record
 
 #: Called with the records about to be removed; returns once they are durably archived.
 ArchiveFn = Callable[[list[Record]], None]
@@ -81,7 +81,7 @@ class Store(ABC):
 
     def find(self, session_id: str, id_path: str | None) -> Record | None:
         """The record whose id is `session_id` (or whose key is, as a fallback)."""
-        from ..core.mapping import lookup
+        from ..domain.mapping import lookup
 
         for record in self.iter_records():
             if str(record.key) == session_id and id_path in (None, "$key"):

@@ -21,11 +21,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from ..core.audit import archived_text
-from ..core.errors import store_error
-from ..core.fsutil import PRIVATE_FILE, fsync_dir, os_error_text
-from ..core.mapping import lookup
-from ..core.model import Record
+from ..domain.archive_format import archived_text
+from ..domain.errors import store_error
+from ..domain.mapping import lookup
+from ..domain.model import Record
+from ..fsutil import PRIVATE_FILE, fsync_dir, os_error_text
 from .base import ArchiveFn, Candidate, RemoveOutcome, Store, require_exists
 from .restoring import place_id, text_id, unsafe_file_name, write_new
 

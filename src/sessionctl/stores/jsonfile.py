@@ -14,11 +14,11 @@ from json.decoder import scanstring as _scanstring
 from pathlib import Path
 from typing import Any
 
-from ..core.audit import archived_text
-from ..core.errors import busy_error, store_error
-from ..core.fsutil import PRIVATE_FILE, atomic_write, os_error_text, remove_stale_temps
-from ..core.mapping import lookup
-from ..core.model import Record
+from ..domain.archive_format import archived_text
+from ..domain.errors import busy_error, store_error
+from ..domain.mapping import lookup
+from ..domain.model import Record
+from ..fsutil import PRIVATE_FILE, atomic_write, os_error_text, remove_stale_temps
 from .base import ArchiveFn, Candidate, RemoveOutcome, Store, require_exists
 from .restoring import place_id, text_id
 

@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import store_error
-from ..core.fsutil import fsync_dir, os_error_text, temp_prefix
-from ..core.mapping import KEY_PATH
+from ..domain.errors import store_error
+from ..domain.mapping import KEY_PATH
+from ..fsutil import fsync_dir, os_error_text, temp_prefix
 
 #: Longest file name most file systems take (NAME_MAX), in bytes.
 NAME_MAX = 255
@@ -102,7 +102,7 @@ def prepare_row(
     """Turn an archived session into a row of `table` (`columns_info`: its PRAGMA table_info):
     values decoded as the archive encoded them, the id in the id column. None if the row can
     go in; else why not, and nothing is changed."""
-    from ..core.audit import decode_column_values
+    from ..domain.archive_format import decode_column_values
 
     record = entry.get("record")
     if not isinstance(record, dict):

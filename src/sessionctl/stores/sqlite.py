@@ -17,9 +17,9 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-from ..core.errors import SessionctlError, busy_error, store_error, usage_error
-from ..core.mapping import CANDIDATES, detect_preset, is_missing, norm_name, resolve, split_path
-from ..core.model import Record
+from ..domain.errors import SessionctlError, busy_error, store_error, usage_error
+from ..domain.mapping import CANDIDATES, detect_preset, is_missing, norm_name, resolve, split_path
+from ..domain.model import Record
 from .base import ArchiveFn, Candidate, RemoveOutcome, Store, require_exists
 
 SQLITE_HEADER = b"SQLite format 3\x00"

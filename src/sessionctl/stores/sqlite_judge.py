@@ -1,4 +1,4 @@
-"""The Judge (core/policy.py) compiled to SQL, so a SQLite store can count, select and delete
+"""The Judge (domain/policy.py) compiled to SQL, so a SQLite store can count, select and delete
 without handing a million rows to Python.
 
 Exactness comes first. SQL decides only rows whose time columns it can read exactly as
@@ -19,11 +19,11 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ..core import model
-from ..core.mapping import KEY_PATH, ROLES, Mapping
-from ..core.model import AGE_BUCKETS, Record
-from ..core.policy import IDLE_FROM_CREATED, PLAUSIBLE_SINCE, Policy
-from ..core.timeparse import UTC
+from ..domain import model
+from ..domain.mapping import KEY_PATH, ROLES, Mapping
+from ..domain.model import AGE_BUCKETS, Record
+from ..domain.policy import IDLE_FROM_CREATED, PLAUSIBLE_SINCE, Policy
+from ..domain.timeparse import UTC
 from .sqlite import _BadRow, fetch_rows, sound_text
 from .sqlite import quote_identifier as quote
 

@@ -19,22 +19,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...domain import model
+from ...domain.archive_format import archive_entry
+from ...domain.errors import ExitCode, SessionctlError, nested_too_deeply, usage_error
+from ...domain.model import Record, Session, Verdict
+from ...domain.redact import json_safe
+from ...domain.timeparse import to_iso
 from ...stores.base import Candidate
-from .. import model
 from ..audit import (
     AUDIT_ID_LIMIT,
     ArchiveWriter,
     append_audit,
-    archive_entry,
     default_archive_path,
     run_identity,
 )
 from ..context import StoreContext
-from ..errors import ExitCode, SessionctlError, nested_too_deeply, usage_error
 from ..hooks import check_hook, run_hook
-from ..model import Record, Session, Verdict
-from ..redact import json_safe
-from ..timeparse import to_iso
 from .scan import judge_left_over, judged
 
 #: Rows per delete transaction, chosen with bench/batch_size.py (100k Django sessions, an

@@ -14,9 +14,9 @@ import signal
 import subprocess
 import time
 
-from .errors import usage_error
-from .redact import scrub, secret_texts
-from .timeparse import format_duration
+from ..domain.errors import usage_error
+from ..domain.redact import scrub, secret_texts
+from ..domain.timeparse import format_duration
 
 
 def parse_hook(text: str, what: str = "--hook") -> list[str]:

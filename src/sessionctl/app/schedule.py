@@ -49,9 +49,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from .errors import ExitCode, SessionctlError, usage_error
-from .fsutil import atomic_write, ensure_private_dir, os_error_text
-from .timeparse import parse_duration, to_iso
+from ..domain.errors import ExitCode, SessionctlError, usage_error
+from ..domain.timeparse import parse_duration, to_iso
+from ..fsutil import atomic_write, ensure_private_dir, os_error_text
 
 # python-crontab logs lines it cannot parse; without a handler they would reach stderr.
 logging.getLogger("crontab").addHandler(logging.NullHandler())

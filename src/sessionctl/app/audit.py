@@ -7,14 +7,12 @@ killed at any moment leaves every removed session readable in its archive.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import getpass
 import gzip
 import hashlib
 import json
-import math
 import os
 import re
 import secrets
@@ -24,12 +22,10 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .errors import store_error, usage_error
-from .fsutil import PRIVATE_FILE, ensure_private_dir, os_error_text
-from .model import Record
-from .redact import json_safe
+from ..domain.archive_format import archive_lines
+from ..domain.errors import store_error, usage_error
+from ..fsutil import PRIVATE_FILE, ensure_private_dir, os_error_text
 
 ARCHIVE_FORMAT = 1
 #: An audit line lists at most this many removed ids; the archive has them all.
@@ -52,63 +48,6 @@ def store_slug(label: str) -> str:
 def default_archive_path(archive_dir: Path, label: str) -> Path:
     unique = f"{timestamp_slug()}-{os.getpid()}-{secrets.token_hex(3)}"
     return archive_dir / store_slug(label) / f"{unique}.ndjson.gz"
-
-
-_PLAIN = (str, int, bool, type(None))
-#: How an archive spells the floats JSON has no number for.
-_FLOAT_NAMES = {"inf": "Infinity", "-inf": "-Infinity", "nan": "NaN"}
-
-
-def _archivable(value: Any) -> Any:
-    """A value as the archive keeps it, valid JSON: bytes as {"$b64": ...}, NaN and infinities
-    as {"$float": "Infinity"} (a bare `Infinity` is not JSON: jq and Node refuse it)."""
-    kind = type(value)
-    if kind is dict:
-        for item in value.values():
-            if type(item) not in _PLAIN and not (type(item) is float and math.isfinite(item)):
-                break
-        else:
-            if all(type(key) is str for key in value):
-                return value  # the common row or record: nothing to convert, nothing to copy
-        out = {}
-        for key, item in value.items():
-            out[str(key)] = _archivable(item)
-        return out
-    if kind is list:
-        items = []
-        for item in value:
-            items.append(_archivable(item))
-        return items
-    if kind is float and not math.isfinite(value):
-        return {"$float": _FLOAT_NAMES[repr(value)]}
-    if isinstance(value, bytes):
-        return json_safe(value)
-    if isinstance(value, (dict, list, tuple)):
-        return _archivable(dict(value) if isinstance(value, dict) else list(value))
-    return value
-
-
-def archive_entry(record: Record, session_id: str | None, reasons: list[str]) -> dict:
-    entry: dict[str, Any] = {"key": json_safe(record.key), "id": session_id, "reasons": reasons}
-    if record.data is not None:
-        value = entry["record"] = _archivable(record.data)
-        if record.raw is not None and not _says_all(record.raw, record.data, value):
-            # The store's own text of the record (JSON stores), when the value cannot say it
-            # all (`1e400`, duplicate keys): what restore puts back, byte for byte.
-            entry["raw_json"] = record.raw.decode("utf-8", "replace")
-    else:
-        entry["record"] = None
-        if record.raw is not None:
-            entry["raw_b64"] = base64.b64encode(record.raw).decode("ascii")
-            value = _json_object(record.raw)
-            if value is not None:
-                # JSON that is not Unicode text (a lone surrogate, "\ud800"): invalid as a
-                # session, yet an object; kept as the value too, its strings escaped.
-                entry["record"] = _archivable(value)
-                entry["raw_json"] = record.raw.decode("utf-8")
-    if record.children:
-        entry["children"] = _archivable(record.children)
-    return entry
 
 
 class ArchiveWriter:
@@ -157,7 +96,7 @@ class ArchiveWriter:
 
     def _write_lines(self, entries: list[dict]) -> None:
         assert self._gzip is not None and self._raw is not None
-        data = _lines(entries)
+        data = archive_lines(entries)
         try:
             self._gzip.write(data)
             # A sync flush ends a deflate block: everything so far can be read back even if the
@@ -179,78 +118,6 @@ class ArchiveWriter:
                 os.fsync(self._raw.fileno())
                 self._raw.close()
             self._gzip = None
-
-
-#: Where a member's key ends; counted, it is at least the number of members (a string value
-#: holding `\":` only makes the count larger).
-_KEY_END = re.compile(rb'"[ \t\r\n]*:')
-
-
-def _says_all(raw: bytes, data: dict, archived: Any) -> bool:
-    """Whether the archived value says all the record's text did: no float JSON has no number
-    for (converted), and no duplicate key (which parsing keeps one of)."""
-    if archived is not data and _has_marker(archived):
-        return False
-    return len(_KEY_END.findall(raw)) <= _count_keys(data)
-
-
-def _has_marker(value: Any) -> bool:
-    if type(value) is dict:
-        if len(value) == 1 and "$float" in value:
-            return True
-        return any(type(v) in (dict, list) and _has_marker(v) for v in value.values())
-    if type(value) is list:
-        return any(type(v) in (dict, list) and _has_marker(v) for v in value)
-    return False
-
-
-def _count_keys(value: Any) -> int:
-    total = 0
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if type(item) is dict:
-            total += len(item)
-            stack.extend(v for v in item.values() if type(v) in (dict, list))
-        elif type(item) is list:
-            stack.extend(v for v in item if type(v) in (dict, list))
-    return total
-
-
-def _json_object(raw: bytes) -> dict | None:
-    try:
-        value = json.loads(raw.decode("utf-8-sig"))
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def archived_text(entry: dict) -> str | None:
-    """The original text of an archived JSON record, when the archive kept it and it still
-    says what the entry's record says (a restore may have placed an id in the record): then
-    restore puts back exactly those bytes."""
-    text = entry.get("raw_json")
-    if not isinstance(text, str):
-        return None
-    try:
-        value = json.loads(text.lstrip("\ufeff"))
-    except (ValueError, RecursionError):
-        return None
-    record = entry.get("record")
-    if isinstance(value, dict) and isinstance(record, dict) and value.keys() != record.keys():
-        return None
-    return text
-
-
-def _lines(entries: list[dict]) -> bytes:
-    """Archive lines, valid JSON whatever the entries hold."""
-    try:
-        text = "".join(json.dumps(e, ensure_ascii=False, allow_nan=False) + "\n" for e in entries)
-        return text.encode()
-    except (ValueError, UnicodeEncodeError):
-        # A lone surrogate ("\ud800", which JSON can escape but UTF-8 cannot carry), or a
-        # non-finite float outside a record: escaped, line by line, rather than a crash.
-        return "".join(json.dumps(json_safe(e), ensure_ascii=True) + "\n" for e in entries).encode()
 
 
 @dataclass
@@ -296,21 +163,6 @@ def read_archive(path: Path) -> ArchiveContents:
     if not parsed or not isinstance(parsed[0], dict) or "sessionctl_archive" not in parsed[0]:
         raise usage_error(f"{path} is not a sessionctl archive")
     return ArchiveContents(header=parsed[0], entries=parsed[1:], truncated=truncated)
-
-
-def decode_column_values(record: dict) -> dict:
-    """Undo `json_safe` for a SQLite row: {"$b64": ...} back to bytes, {"$float": ...} back to
-    an infinity or NaN."""
-    return {k: _decoded_column(v) for k, v in record.items()}
-
-
-def _decoded_column(value: Any) -> Any:
-    if isinstance(value, dict) and len(value) == 1:
-        if isinstance(value.get("$b64"), str):
-            return base64.b64decode(value["$b64"])
-        if value.get("$float") in ("Infinity", "-Infinity", "NaN"):
-            return float(value["$float"])
-    return value
 
 
 # --- audit log -------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ...domain.model import ACTIVE, AGE_BUCKETS, Session, Verdict
+from ...domain.timeparse import format_duration, to_iso
 from ..audit import read_audit
 from ..context import StoreContext
-from ..model import ACTIVE, AGE_BUCKETS, Session, Verdict
-from ..timeparse import format_duration, to_iso
 from .scan import judge_left_over, judged
 
 

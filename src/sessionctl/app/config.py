@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .errors import usage_error
-from .mapping import ROLES
-from .timeparse import UTC, parse_duration, parse_size
+from ..domain.errors import usage_error
+from ..domain.mapping import ROLES
+from ..domain.timeparse import UTC, parse_duration, parse_size
 
 APP_NAME = "sessionctl"
 ENV_CONFIG = "SESSIONCTL_CONFIG"

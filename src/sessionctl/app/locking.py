@@ -20,8 +20,8 @@ import socket
 import time
 from pathlib import Path
 
-from .errors import busy_error, store_error
-from .fsutil import ensure_private_dir, os_error_text
+from ..domain.errors import busy_error, store_error
+from ..fsutil import ensure_private_dir, os_error_text
 
 #: Where the lock is: "state" (this host's state folder) or "store" (beside the store too).
 LOCK_PLACES = ("state", "store")

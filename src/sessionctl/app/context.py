@@ -8,10 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..stores import Store, StoreSpec, open_store, parse_address
-from .config import ENV_STORE, Config, Settings, state_dir, store_settings
-from .errors import usage_error
-from .mapping import (
+from ..domain.errors import usage_error
+from ..domain.mapping import (
     KEY_PATH,
     ROLES,
     Mapper,
@@ -23,8 +21,10 @@ from .mapping import (
     get_preset,
     preset_mapping,
 )
-from .policy import IDLE_FROM_CHOICES, IDLE_FROM_CREATED, Judge, Policy, Rules
-from .timeparse import format_duration
+from ..domain.policy import IDLE_FROM_CHOICES, IDLE_FROM_CREATED, Judge, Policy, Rules
+from ..domain.timeparse import format_duration
+from ..stores import Store, StoreSpec, open_store, parse_address
+from .config import ENV_STORE, Config, Settings, state_dir, store_settings
 
 
 @dataclass

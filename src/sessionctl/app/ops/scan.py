@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .. import model
+from ...domain import model
+from ...domain.mapping import KEY_PATH, lookup
+from ...domain.model import Reason, Session, Verdict
+from ...domain.redact import display_value, redact_record
+from ...domain.timeparse import to_iso
 from ..context import StoreContext
-from ..mapping import KEY_PATH, lookup
-from ..model import Reason, Session, Verdict
-from ..redact import display_value, redact_record
-from ..timeparse import to_iso
 
 
 def judged(ctx: StoreContext) -> Iterator[tuple[Session, Verdict]]:

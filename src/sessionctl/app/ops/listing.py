@@ -6,10 +6,10 @@ import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ...domain.errors import usage_error
+from ...domain.mapping import ROLES, lookup
+from ...domain.model import Session, Verdict
 from ..context import StoreContext
-from ..errors import usage_error
-from ..mapping import ROLES, lookup
-from ..model import Session, Verdict
 from .scan import age_of, idle_of, judged, session_view
 
 SORT_KEYS = ("id", "created", "accessed", "expires", "group", "age", "idle", "size", "status")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ...domain.errors import ExitCode, SessionctlError
+from ...domain.timeparse import format_duration
 from ..context import StoreContext
-from ..errors import ExitCode, SessionctlError
-from ..timeparse import format_duration
 from .scan import judged, record_view, session_view
 
 
@@ -22,7 +22,7 @@ def inspect_session(ctx: StoreContext, session_id: str, show_secrets: bool = Fal
     if session.id is not None and ctx.mapping.path("id") not in ctx.store.unique_fields():
         count = sum(1 for other, _ in judged(ctx) if other.id == session.id)
         if count > 1:
-            from ..model import DUPLICATE_ID, Reason
+            from ...domain.model import DUPLICATE_ID, Reason
 
             verdict.invalid.append(
                 Reason(DUPLICATE_ID, f"{count} records share this id", ctx.mapping.path("id"))

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import store_error
+from .domain.errors import store_error
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700

@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...domain.timeparse import to_iso
 from ..audit import ArchiveContents, append_audit, run_identity
 from ..context import StoreContext
 from ..locking import store_lock
-from ..timeparse import to_iso
 
 CHUNK = 1000
 

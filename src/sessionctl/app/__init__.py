@@ -1,0 +1,1 @@
+"""The application around the domain: config, context, operations, audit, schedule, hooks, locks."""
