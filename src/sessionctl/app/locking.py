@@ -12,11 +12,13 @@ every host that mounts the store sees; flock over NFS relies on the NFS lock man
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -78,12 +80,23 @@ class StoreLock:
 
     def _take(self, path: Path, where: str = "") -> int:
         try:
-            # Read-write: over NFS an exclusive flock is a POSIX lock, which needs it.
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            # Read-write: over NFS an exclusive flock is a POSIX lock, which needs it. Never
+            # through a symlink, and only a regular file with no other name: whoever can write
+            # in the store's folder must not make a root cleanup truncate another file.
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+                os.close(fd)
+                raise OSError(errno.ELOOP, "not a regular file of its own")
         except OSError as exc:
             hint = "nothing was changed"
             if where:
                 hint += '; the folder of the store must be writable for lock = "store"'
+            if exc.errno == errno.ELOOP:  # a symlink, a hard link, a FIFO...
+                raise store_error(
+                    f"lock file {path} is a link or not a regular file; nothing was changed",
+                    "remove it: sessionctl creates its own",
+                ) from None
             raise store_error(
                 f"cannot create lock file {path}{' ' + where if where else ''}: "
                 f"{os_error_text(exc)}",
@@ -142,6 +155,6 @@ def _describe_holder(fd: int) -> str:
         info = json.loads(os.pread(fd, 4096, 0) or b"{}")
     except (OSError, ValueError):
         info = {}
-    if not info:
+    if not info or not isinstance(info, dict):
         return "holder unknown"
     return f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')}"

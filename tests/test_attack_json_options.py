@@ -1,0 +1,83 @@
+"""Attacks on the JSON stores, the lock beside a store and the option checks, as a hostile
+operator, a compromised application or a buggy one would make them. Each test failed before
+the fix it names."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import one_line_error
+
+PAST = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3 * 86400))
+SOON = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3 * 86400))
+
+
+def _store(tmp_path: Path) -> Path:
+    path = tmp_path / "sessions.json"
+    path.write_text(
+        f'[{{"session_id":"old","expires_at":"{PAST}"}},'
+        f'{{"session_id":"new","expires_at":"{SOON}"}}]'
+    )
+    return path
+
+
+# --- the lock beside the store ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink", "fifo"])
+def test_a_lock_file_beside_the_store_that_is_a_link_is_refused_and_its_target_kept(
+    cli, tmp_path, link
+):
+    """Whoever can write in the store's folder (the application's user) put a link where the
+    lock goes: the cleanup (often root) truncated and overwrote the file it points at."""
+    path = _store(tmp_path)
+    before = path.read_bytes()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious, not a lock\n")
+    lock = tmp_path / "sessions.json.sessionctl.lock"
+    if link == "symlink":
+        lock.symlink_to(victim)
+    elif link == "hardlink":
+        os.link(victim, lock)
+    else:
+        os.mkfifo(lock)
+    result = cli("cleanup", "-s", f"json:{path}", "--expired", "--lock", "store", code=3)
+    assert "not a regular file" in one_line_error(result)
+    assert victim.read_text() == "precious, not a lock\n"
+    assert path.read_bytes() == before
+    lock.unlink()
+    cli("cleanup", "-s", f"json:{path}", "--expired", "--lock", "store")
+    assert b'"old"' not in path.read_bytes()
+    assert not lock.is_symlink() and lock.is_file()
+
+
+def test_a_lock_file_inside_a_folder_store_that_is_a_symlink_is_refused(cli, tmp_path):
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    (folder / "old.json").write_text(f'{{"session_id":"old","expires_at":"{PAST}"}}')
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (folder / ".sessionctl.lock").symlink_to(victim)
+    cli("cleanup", "-s", f"jsondir:{folder}", "--expired", "--lock", "store", code=3)
+    assert victim.read_text() == "precious\n"
+    assert (folder / "old.json").exists()
+
+
+def test_a_lock_holder_that_wrote_no_object_is_described_not_a_crash(cli, tmp_path):
+    """The holder's note is only read for the busy message: a number there exited 70."""
+    import fcntl
+
+    path = _store(tmp_path)
+    lock = tmp_path / "sessions.json.sessionctl.lock"
+    lock.write_text("[1, 2]")
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = cli("cleanup", "-s", f"json:{path}", "--expired", "--lock", "store", code=4)
+        assert "holder unknown" in one_line_error(result)
+    finally:
+        os.close(fd)
