@@ -108,8 +108,57 @@ def clearsessions(request: dict) -> dict:
     }
 
 
+def setup_redis_cache(request: dict) -> None:
+    """Cache sessions (tests/redisfix.py): SESSION_ENGINE ...backends.cache on Django's own
+    RedisCache, KEY_PREFIX request["key_prefix"]: keys KEY_PREFIX + ":1:" +
+    "django.contrib.sessions.cache" + session key, pickled values, SET EX the session's age."""
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        CACHES={
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": request["redis_url"],
+                "KEY_PREFIX": request["key_prefix"],
+            }
+        },
+        INSTALLED_APPS=["django.contrib.sessions"],
+        USE_TZ=True,
+        SECRET_KEY=SECRET_KEY,
+        SESSION_ENGINE="django.contrib.sessions.backends.cache",
+    )
+    django.setup()
+
+
+def write_cache(request: dict) -> dict:
+    """Each of "sessions" through the cache SessionStore, set_expiry(expires_in) (> 0) first."""
+    from django.contrib.sessions.backends.cache import SessionStore
+
+    keys = []
+    for spec in request.get("sessions", []):
+        store = SessionStore()
+        for name, value in (spec.get("data") or {"user_id": len(keys) + 1}).items():
+            store[name] = value
+        store.set_expiry(int(spec["expires_in"]))
+        store.create()
+        keys.append(store.session_key)
+    return {"keys": keys}
+
+
+def load_cache(request: dict) -> dict:
+    from django.contrib.sessions.backends.cache import SessionStore
+
+    return {"loaded": {key: SessionStore(session_key=key).load() for key in request["keys"]}}
+
+
 def main() -> None:
     request = json.load(sys.stdin)
+    if request.get("backend") == "redis_cache":
+        setup_redis_cache(request)
+        action = {"write": write_cache, "load": load_cache}[request["action"]]
+        json.dump(action(request), sys.stdout)
+        return
     setup(request["dsn"])
     action = {"write": write, "load": load, "clearsessions": clearsessions}[request["action"]]
     json.dump(action(request), sys.stdout)

@@ -52,6 +52,36 @@ def make_app(dsn: str):
     return app, db
 
 
+def make_redis_app(url: str, key_prefix: str):
+    """Flask-Session's redis backend (tests/redisfix.py): keys key_prefix + sid, msgpack values,
+    SET EX the permanent lifetime. Same views as make_app; no table, so no "cleanup"."""
+    import redis
+    from flask import Flask, jsonify, request, session
+    from flask_session import Session
+
+    app = Flask("sessionctl_tests")
+    app.config.update(
+        SECRET_KEY="sessionctl-tests-not-a-secret",
+        SESSION_TYPE="redis",
+        SESSION_REDIS=redis.Redis.from_url(url),
+        SESSION_KEY_PREFIX=key_prefix,
+        SESSION_PERMANENT=True,
+        SESSION_REFRESH_EACH_REQUEST=False,
+    )
+
+    @app.post("/write")
+    def write_view():
+        session.update(request.get_json())
+        return "ok"
+
+    @app.get("/read")
+    def read_view():
+        return jsonify(dict(session) or None)
+
+    Session(app)
+    return app, None
+
+
 def cookie_value(client, app) -> str:
     cookie = client.get_cookie(app.config["SESSION_COOKIE_NAME"])
     assert cookie is not None, "Flask-Session set no cookie"
@@ -67,7 +97,10 @@ def count(app, db) -> int:
 
 def main() -> None:
     request = json.load(sys.stdin)
-    app, db = make_app(request["dsn"])
+    if request.get("backend") == "redis":
+        app, db = make_redis_app(request["redis_url"], request["key_prefix"])
+    else:
+        app, db = make_app(request["dsn"])
     action = request["action"]
     if action == "write":
         sids = []
