@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from mysql import mysql_db, mysql_server  # noqa: F401  (fixtures: real MySQL/MariaDB stores)
 from pg import node_modules, pg_db, pg_server  # noqa: F401  (fixtures: real PostgreSQL stores)
 from redisfix import redis_server, redis_space  # noqa: F401  (fixtures: real Redis stores)
 from sessionctl.cli.app import app

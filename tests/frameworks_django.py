@@ -1,9 +1,15 @@
-"""Django itself, in a process of its own, on a PostgreSQL database (tests/pg.py runs this).
+"""Django itself, in a process of its own, on a PostgreSQL or MySQL/MariaDB database (tests/pg.py
+and tests/mysql.py run this).
 
 Reads one JSON request on stdin, prints one JSON answer on stdout. Django's global settings live
 and die in this process, never in the test process.
 
-Request: {"dsn": "postgresql://...", "action": ..., ...}
+Request: {"dsn": "postgresql://..." or "mysql://..." / "mariadb://...", "action": ..., ...}
+A mysql:// or mariadb:// URL takes Django's own MySQL backend (django.db.backends.mysql) with
+PyMySQL standing in for mysqlclient (pymysql.install_as_MySQLdb(): mysqlclient needs a compiler
+and headers). Django 5.2 asks for mysqlclient >= 1.4.3 through MySQLdb.version_info, and PyMySQL
+2.2 reports its own (2, 2, x), so no version patch is needed. Django makes expire_date a
+datetime(6) there and, with USE_TZ=True, writes it as naive UTC (MySQL has no zone-aware type).
 - "write": migrate (Django's own migrations make django_session), then write each of
   "sessions" ([{"expires_in": seconds, "data": {...}, "set_expiry": true}]) through
   django.contrib.sessions.backends.db.SessionStore. With set_expiry (the default) the session
@@ -24,16 +30,20 @@ Request: {"dsn": "postgresql://...", "action": ..., ...}
 import json
 import sys
 from datetime import timedelta
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 #: Fixed, so that a later process (sessionctl's test, then this script again) verifies the
 #: signatures the first one wrote.
 SECRET_KEY = "sessionctl-tests-not-a-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 
 
+def is_mysql(dsn: str) -> bool:
+    return urlsplit(dsn).scheme in ("mysql", "mariadb")
+
+
 def database_settings(dsn: str) -> dict:
     url = urlsplit(dsn)
-    return {
+    settings = {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": unquote(url.path.lstrip("/")),
         "USER": unquote(url.username or ""),
@@ -41,12 +51,23 @@ def database_settings(dsn: str) -> dict:
         "HOST": url.hostname or "",
         "PORT": str(url.port or ""),
     }
+    if is_mysql(dsn):
+        settings["ENGINE"] = "django.db.backends.mysql"
+        settings["OPTIONS"] = {"charset": "utf8mb4"}
+        socket = dict(parse_qsl(url.query)).get("unix_socket")
+        if socket:  # Django's MySQL backend takes a socket path as HOST
+            settings["HOST"] = socket
+    return settings
 
 
 def setup(dsn: str) -> None:
     import django
     from django.conf import settings
 
+    if is_mysql(dsn):
+        import pymysql
+
+        pymysql.install_as_MySQLdb()
     settings.configure(
         DATABASES={"default": database_settings(dsn)},
         INSTALLED_APPS=["django.contrib.sessions"],

@@ -1,9 +1,10 @@
-"""Flask-Session's SQLAlchemy backend, in a process of its own, on a PostgreSQL database
-(tests/pg.py runs this).
+"""Flask-Session's SQLAlchemy backend, in a process of its own, on a PostgreSQL or MySQL/MariaDB
+database (tests/pg.py and tests/mysql.py run this).
 
 Reads one JSON request on stdin, prints one JSON answer on stdout.
 
-Request: {"dsn": "postgresql://...", "action": ..., ...}
+Request: {"dsn": "postgresql://..." or "mysql://..." / "mariadb://...", "action": ..., ...}
+SQLAlchemy drives PostgreSQL through psycopg 3 and MySQL/MariaDB through PyMySQL.
 - "write": Flask-Session creates its own "sessions" table (SqlAlchemySessionInterface creates it
   when missing), then each of "sessions" ([{"expires_in": seconds, "data": {...}}]) is written by
   a real request through Flask's test client, with PERMANENT_SESSION_LIFETIME set to the given
@@ -22,6 +23,15 @@ import sys
 from datetime import timedelta
 
 
+def sqlalchemy_url(dsn: str) -> str:
+    """The SQLAlchemy URL of a postgresql://, mysql:// or mariadb:// URL, with its driver."""
+    scheme, rest = dsn.split("://", 1)
+    if scheme in ("mysql", "mariadb"):
+        # utf8mb4: PyMySQL's own default charset is utf8mb4 too, said here so it stays that way.
+        return f"mysql+pymysql://{rest}{'&' if '?' in rest else '?'}charset=utf8mb4"
+    return f"postgresql+psycopg://{rest}"
+
+
 def make_app(dsn: str):
     from flask import Flask, jsonify, request, session
     from flask_session import Session
@@ -31,7 +41,7 @@ def make_app(dsn: str):
     app.config.update(
         SECRET_KEY="sessionctl-tests-not-a-secret",
         SESSION_TYPE="sqlalchemy",
-        SQLALCHEMY_DATABASE_URI=dsn.replace("postgresql://", "postgresql+psycopg://", 1),
+        SQLALCHEMY_DATABASE_URI=sqlalchemy_url(dsn),
         SESSION_PERMANENT=True,
         # Otherwise every read writes the session back with a fresh expiry ("load" would move it).
         SESSION_REFRESH_EACH_REQUEST=False,
