@@ -322,7 +322,7 @@ def test_records_without_the_presets_id_are_judged_by_their_own_fields(cli, tmp_
     assert {v["accessed"] for v in views.values()} == {r["last_accessed"] for r in records}
     assert set(selected(cli, *args, "--expired")) == stale_ids(records)
     if shape == "array":
-        assert detect_preset(records[0], "json") is None
+        assert detect_preset(records[0], "document") is None
 
 
 def test_explain_says_where_each_role_came_from(cli, tmp_path, now):

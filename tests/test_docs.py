@@ -382,7 +382,7 @@ def test_readme_presets_table_matches_sessionctl_presets():
     rows = table_rows(readme_section("Presets"))
     assert rows[0][:9] == [
         "preset",
-        "stores",
+        "shapes",
         "table",
         "id",
         "created",
@@ -396,7 +396,7 @@ def test_readme_presets_table_matches_sessionctl_presets():
         fields = preset["fields"]
         policy = " ".join(f"{k}={v}" for k, v in preset["policy"].items())
         expected.append(
-            [preset["name"], ", ".join(preset["kinds"]), preset["table"] or "-"]
+            [preset["name"], ", ".join(preset["shapes"]), preset["table"] or "-"]
             + [fields[role] or "-" for role in ("id", "created", "accessed", "expires", "group")]
             + [policy or "-", preset["title"]]
         )

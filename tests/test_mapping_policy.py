@@ -109,21 +109,21 @@ def test_detection_finds_expiry_inside_a_json_payload():
     ],
 )
 def test_presets_detected_from_table_schema(columns, table, preset):
-    assert detect_preset(columns, "sqlite", table).name == preset
+    assert detect_preset(columns, "table", table).name == preset
 
 
 def test_record_presets_detected_from_fields():
     assert (
-        detect_preset(["userId", "workspaceSlug", "createdAt", "$key"], "json").name
+        detect_preset(["userId", "workspaceSlug", "createdAt", "$key"], "document").name
         == "provisioner"
     )
     assert (
         detect_preset(
-            ["session_id", "cdp_url", "created_at", "last_accessed", "browser_type"], "jsondir"
+            ["session_id", "cdp_url", "created_at", "last_accessed", "browser_type"], "document"
         ).name
         == "raptor"
     )
-    assert detect_preset(["foo", "bar"], "json") is None
+    assert detect_preset(["foo", "bar"], "document") is None
 
 
 def test_every_preset_maps_only_known_roles():

@@ -12,6 +12,7 @@ from ..domain.errors import usage_error
 from ..domain.mapping import (
     KEY_PATH,
     ROLES,
+    TABLE,
     Mapper,
     Mapping,
     Preset,
@@ -23,7 +24,7 @@ from ..domain.mapping import (
 )
 from ..domain.policy import IDLE_FROM_CHOICES, IDLE_FROM_CREATED, Judge, Policy, Rules
 from ..domain.timeparse import format_duration
-from ..stores import Store, StoreSpec, open_store, parse_address
+from ..stores import Address, Store, StoreSettings, open_store, parse_address
 from .config import ENV_STORE, Config, Settings, state_dir, store_settings
 
 
@@ -40,7 +41,7 @@ class StoreRequest:
 @dataclass
 class StoreContext:
     config: Config
-    spec: StoreSpec
+    address: Address
     store: Store
     settings: Settings
     mapping: Mapping
@@ -55,17 +56,17 @@ class StoreContext:
 
     @property
     def label(self) -> str:
-        return self.spec.label
+        return self.address.label
 
     @property
     def identity(self) -> str:
-        """What names this store for locks and the audit log, however it was addressed."""
-        path = os.path.realpath(self.spec.path)
-        return f"{self.spec.kind}:{path}" + (f"?table={self.table}" if self.table else "")
+        """What names this store for locks and the audit log, however it was addressed (the
+        store's own address: a table store's names the table it opened)."""
+        return self.store.address.identity
 
     @property
     def table(self) -> str | None:
-        return getattr(self.store, "table", None)
+        return self.store.table
 
     def pushdown(self):
         """The store's own query plan for judging, when it can judge exactly; else None.
@@ -77,13 +78,11 @@ class StoreContext:
         if os.environ.get("SESSIONCTL_PUSHDOWN") == "0":
             self.pushdown_note = "in Python (SESSIONCTL_PUSHDOWN=0)"
             return None
-        factory = getattr(self.store, "pushdown", None)
-        if factory is None:
-            self.pushdown_note = f"in Python ({self.spec.kind} stores are read record by record)"
-            return None
-        self._plan, why = factory(self.mapping, self.policy, self.settings["timezone"], self.now)
+        self._plan = self.store.pushdown(
+            self.mapping, self.policy, self.settings["timezone"], self.now
+        )
         self.pushdown_note = (
-            f"in Python ({why})"
+            f"in Python ({self.store.no_pushdown_reason})"
             if self._plan is None
             else "judged in SQL (rows SQL cannot read exactly go to the Python judge)"
         )
@@ -122,14 +121,14 @@ def open_context(config: Config, request: StoreRequest, now: float) -> StoreCont
     early = store_settings(
         config, name, preset.policy if preset else None, preset_name, request.overrides
     )
-    store = open_store(spec, busy_timeout=early["busy_timeout"])
+    store = open_store(spec, StoreSettings(busy_timeout=early["busy_timeout"]))
     try:
         keys, sample = store.sample()
         if preset is None:
-            preset = detect_preset(keys, spec.kind, getattr(store, "table", None))
+            preset = detect_preset(keys, store.shape, store.table)
             how = "preset {} (detected from {})"
             mapping = (
-                preset_mapping(preset, how.format(preset.name, _shape_word(spec)))
+                preset_mapping(preset, how.format(preset.name, _shape_word(store)))
                 if preset
                 else detect_mapping(keys, sample)
             )
@@ -168,7 +167,7 @@ def open_context(config: Config, request: StoreRequest, now: float) -> StoreCont
         state, _ = state_dir(config)
         return StoreContext(
             config=config,
-            spec=spec,
+            address=store.address,
             store=store,
             settings=settings,
             mapping=mapping,
@@ -187,7 +186,7 @@ def open_context(config: Config, request: StoreRequest, now: float) -> StoreCont
 def _check_columns(store: Store, mapping: Mapping, rules: Rules) -> None:
     """A table's columns are known for sure: a role or rule naming a column it lacks would mark
     every row invalid (and `cleanup --invalid` would empty the table). Refuse instead."""
-    columns = getattr(store, "columns", None)
+    columns = store.columns
     if columns is None:
         return
     named = [(role, mapping.path(role)) for role in ROLES if mapping.path(role)]
@@ -213,7 +212,7 @@ def _idle_from(settings: Settings) -> str:
     return value
 
 
-def _check_idle(spec: StoreSpec, settings: Settings, mapping: Mapping, policy: Policy) -> None:
+def _check_idle(spec: Address, settings: Settings, mapping: Mapping, policy: Policy) -> None:
     """Idleness is measured from the last access. A store that keeps none would have it
     measured from creation, and sessions in use every day would be removed: refuse, unless the
     operator asks for exactly that."""
@@ -229,8 +228,8 @@ def _check_idle(spec: StoreSpec, settings: Settings, mapping: Mapping, policy: P
     )
 
 
-def _shape_word(spec: StoreSpec) -> str:
-    return "table columns" if spec.kind == "sqlite" else "record fields"
+def _shape_word(store: Store) -> str:
+    return "table columns" if store.shape == TABLE else "record fields"
 
 
 def _fall_back_to_keys(mapping: Mapping, keys: list[str], sample: list[dict]) -> Mapping:

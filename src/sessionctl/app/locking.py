@@ -27,8 +27,6 @@ from ..fsutil import ensure_private_dir, os_error_text
 
 #: Where the lock is: "state" (this host's state folder) or "store" (beside the store too).
 LOCK_PLACES = ("state", "store")
-#: The name of the lock beside a store file (appended to its name) or inside a folder store.
-BESIDE_SUFFIX = ".sessionctl.lock"
 
 
 def lock_path(state_dir: Path, identity: str) -> Path:
@@ -36,27 +34,35 @@ def lock_path(state_dir: Path, identity: str) -> Path:
     return state_dir / "locks" / f"{digest}.lock"
 
 
-def lock_beside(store) -> Path:
-    """The lock file beside a store: the store kind's own choice (a folder store keeps it
-    inside, as a hidden file it never reads as a session), else `<file>.sessionctl.lock`."""
-    own = getattr(store, "lock_beside", None)
-    if own is not None:
-        return own()
-    target = Path(os.path.realpath(store.path))
-    return target.with_name(target.name + BESIDE_SUFFIX)
-
-
 def store_lock(ctx) -> StoreLock:
-    """The lock a cleanup or restore of this store takes, as its `lock` setting says."""
-    beside = lock_beside(ctx.store) if ctx.settings.get("lock") == "store" else None
-    return StoreLock(ctx.state_dir, ctx.identity, ctx.label, beside=beside)
+    """The lock a cleanup or restore of this store takes, as its `lock` setting says: the
+    state folder's always; the file beside the store with `lock = "store"`; and the store's own
+    cross-host lock (a database's advisory lock) whenever the store has one."""
+    beside = ctx.store.lock_beside() if ctx.settings.get("lock") == "store" else None
+    return StoreLock(
+        ctx.state_dir,
+        ctx.identity,
+        ctx.label,
+        beside=beside,
+        cross_host=ctx.store.cross_host_lock(ctx.identity),
+    )
 
 
 class StoreLock:
-    def __init__(self, state_dir: Path, identity: str, label: str, beside: Path | None = None):
+    def __init__(
+        self,
+        state_dir: Path,
+        identity: str,
+        label: str,
+        beside: Path | None = None,
+        cross_host: contextlib.AbstractContextManager | None = None,
+    ):
         self.path = lock_path(state_dir, identity)
         #: The second lock, beside the store, that other hosts see (`lock = "store"`).
         self.beside = beside
+        #: The store's own lock every host sees (entering it raises a busy error when held).
+        self.cross_host = cross_host
+        self._cross_held = False
         self.identity = identity
         self.label = label
         self._fd: int | None = None
@@ -76,6 +82,14 @@ class StoreLock:
             self._write_holder(self._beside_fd)
         self._write_holder(fd)
         self._fd = fd
+        if self.cross_host is not None:
+            # Last: the local locks keep this host's runs from even asking the store.
+            try:
+                self.cross_host.__enter__()
+            except BaseException:
+                self.release()
+                raise
+            self._cross_held = True
         return self
 
     def _take(self, path: Path, where: str = "") -> int:
@@ -135,6 +149,9 @@ class StoreLock:
     def release(self) -> None:
         # The lock files stay: removing one would let a third run lock a new file while the
         # second still waits on the old one.
+        if self._cross_held:
+            self._cross_held = False
+            self.cross_host.__exit__(None, None, None)
         for name in ("_beside_fd", "_fd"):
             fd = getattr(self, name)
             if fd is not None:

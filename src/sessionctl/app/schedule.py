@@ -52,6 +52,7 @@ from pathlib import Path
 from ..domain.errors import ExitCode, SessionctlError, usage_error
 from ..domain.timeparse import parse_duration, to_iso
 from ..fsutil import atomic_write, ensure_private_dir, os_error_text
+from ..stores import parse_address
 
 # python-crontab logs lines it cannot parse; without a handler they would reach stderr.
 logging.getLogger("crontab").addHandler(logging.NullHandler())
@@ -190,27 +191,24 @@ def quote(word: str) -> str:
 
 # --- pinning what a cleanup refers to ----------------------------------------------------------
 
-_EXPLICIT = re.compile(r"^(json|jsondir|sqlite):(?!//)(.+)$", re.S)
 _STORE_OPTIONS = ("--store", "-s")
 _PATH_OPTIONS = ("--archive",)
 _COMMAND_OPTIONS = ("--hook",)
 
 
 def pin_address(text: str, store_names: Collection[str]) -> str:
-    """A store address that means the same from any folder: its path made absolute."""
-    if text in store_names or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text.strip()):
+    """A store address that means the same from any folder, with no secret: the store kind's
+    own pinned form (a path made absolute; a connection string without its password).
+
+    A path whose kind cannot be told (nothing there yet) is pinned as its absolute path."""
+    if text in store_names:
         return text
-    text = text.strip()
-    match = _EXPLICIT.match(text)
-    prefix, rest = (match.group(1) + ":", match.group(2)) if match else ("", text)
-    query = ""
-    if "?" in rest and prefix in ("", "sqlite:"):
-        # Split where the store's address parser splits (it checks the parameters).
-        base, _, params = rest.rpartition("?")
-        literal = Path(rest).expanduser().exists()
-        if not literal and (prefix or Path(base).expanduser().exists()):
-            rest, query = base, "?" + params
-    return prefix + str(Path(rest).expanduser().absolute()) + query
+    try:
+        return parse_address(text).pinned
+    except SessionctlError as exc:
+        if exc.code != ExitCode.STORE:
+            raise
+        return str(Path(text.strip()).expanduser().absolute())
 
 
 def pin_command(text: str) -> str:

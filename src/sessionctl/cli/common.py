@@ -441,11 +441,11 @@ def open_store_context(args: StoreArgs, extra: Optional[dict] = None) -> Iterato
 
 def explain(ctx) -> None:
     say(
-        f"store {ctx.spec.address} ({ctx.spec.kind})"
+        f"store {ctx.address.display} ({ctx.address.kind})"
         + (f", table {ctx.table}" if ctx.table else "")
     )
-    if ctx.spec.name:
-        say(f"  chosen by name {ctx.spec.name!r} from {ctx.config.path}")
+    if ctx.address.name:
+        say(f"  chosen by name {ctx.address.name!r} from {ctx.config.path}")
     details = {k: v for k, v in ctx.store.describe().items() if k not in ("kind", "path", "table")}
     shown = {k: ", ".join(map(str, v)) if isinstance(v, list) else v for k, v in details.items()}
     say("  " + "; ".join(f"{key}: {value or '-'}" for key, value in shown.items()))

@@ -1,7 +1,5 @@
 """`sessionctl history`."""
 
-import os
-import re
 from typing import Annotated, Optional
 
 import typer
@@ -48,19 +46,15 @@ def history_command(
     Example: sessionctl history --store web --limit 10
     """
     from ..app.config import state_dir
-    from ..app.ops.history import history
+    from ..app.ops.history import history, history_address
 
     config = current_state().config()
-    label = path = None
+    address = None
     if store is not None:
-        address = store
-        if store in config.stores:
-            address = str(config.stores[store].get("address", ""))
         # The store may be gone by now; its history is still worth seeing.
-        bare = re.sub(r"^(json|jsondir|sqlite):", "", address).split("?")[0]
-        label, path = store, os.path.realpath(os.path.expanduser(bare))
+        address = history_address(store, config.stores)
     folder, _ = state_dir(config)
-    report = history(folder, label, path, limit)
+    report = history(folder, address, limit)
     if output is RowFormat.json:
         render.emit_object(report, "json", lambda obj, rich: "")
         return

@@ -5,7 +5,7 @@ from .common import RowFormat, RowFormatOpt, handle_errors
 
 COLUMNS = [
     render.Column("name", "NAME", lambda r: r["name"]),
-    render.Column("kinds", "STORES", lambda r: ",".join(r["kinds"])),
+    render.Column("shapes", "SHAPES", lambda r: ",".join(r["shapes"])),
     render.Column("table", "TABLE", lambda r: r["table"]),
     render.Column("id", "ID", lambda r: r["fields"]["id"]),
     render.Column("created", "CREATED", lambda r: r["fields"]["created"]),
@@ -26,7 +26,7 @@ def preset_rows() -> list[dict]:
         {
             "name": preset.name,
             "title": preset.title,
-            "kinds": list(preset.kinds),
+            "shapes": list(preset.shapes),
             "table": preset.table,
             "fields": dict(preset.fields),
             "payload": list(preset.payload),

@@ -283,12 +283,18 @@ _FAST_EPOCH_LIMIT = 1e11
 
 # --- presets ---------------------------------------------------------------------------------
 
+#: The shapes a store's records come in (a Store's `shape`).
+TABLE = "table"
+DOCUMENT = "document"
+
 
 @dataclass(frozen=True)
 class Preset:
     name: str
     title: str
-    kinds: tuple[str, ...]
+    #: The shapes of store it describes: "document" (records with the fields they carry, in a
+    #: JSON file, a folder, keys in Redis) or "table" (rows of fixed columns, in any database).
+    shapes: tuple[str, ...]
     fields: dict[str, str | None]
     #: Lowercased keys or columns that identify the shape in detection.
     signature: frozenset[str]
@@ -306,7 +312,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="provisioner",
             title="seed 000: chat workspace provisioner sessions.json",
-            kinds=("json",),
+            shapes=(DOCUMENT,),
             fields={
                 "id": "sessionId",
                 "created": "createdAt",
@@ -321,7 +327,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="raptor",
             title="seed 001: browser automation, one JSON file per session",
-            kinds=("jsondir", "json"),
+            shapes=(DOCUMENT,),
             fields={
                 "id": "session_id",
                 "created": "created_at",
@@ -340,7 +346,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="bash-sessions",
             title="seed 003: bash sessions service, sessions per workspace",
-            kinds=("json", "jsondir", "sqlite"),
+            shapes=(DOCUMENT, TABLE),
             fields={
                 "id": "session_id",
                 "created": "created_at",
@@ -354,7 +360,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="copilot",
             title="seed 004: interview co-pilot, sessions.json or SQLite",
-            kinds=("json", "sqlite"),
+            shapes=(DOCUMENT, TABLE),
             fields={
                 "id": "id",
                 "created": "created_at",
@@ -370,7 +376,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="django",
             title="Django django_session (database backend)",
-            kinds=("sqlite",),
+            shapes=(TABLE,),
             fields={
                 "id": "session_key",
                 "created": None,
@@ -385,7 +391,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="rails",
             title="Rails activerecord-session_store sessions",
-            kinds=("sqlite",),
+            shapes=(TABLE,),
             fields={
                 "id": "session_id",
                 "created": "created_at",
@@ -402,7 +408,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="express",
             title="express-session connect-sqlite3 sessions (expired in epoch ms)",
-            kinds=("sqlite",),
+            shapes=(TABLE,),
             fields={
                 "id": "sid",
                 "created": None,
@@ -417,7 +423,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="flask",
             title="Flask-Session SQLAlchemy sessions",
-            kinds=("sqlite",),
+            shapes=(TABLE,),
             fields={
                 "id": "session_id",
                 "created": None,
@@ -432,7 +438,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="spring",
             title="Spring Session JDBC SPRING_SESSION (times in epoch ms)",
-            kinds=("sqlite",),
+            shapes=(TABLE,),
             fields={
                 "id": "SESSION_ID",
                 "created": "CREATION_TIME",
@@ -465,14 +471,14 @@ def preset_mapping(preset: Preset, how: str) -> Mapping:
     return Mapping(fields=fields, payload=preset.payload, origin=origin, preset=preset.name)
 
 
-def absent_fields(preset: Preset, keys: Iterable[str], kind: str) -> list[str]:
+def absent_fields(preset: Preset, keys: Iterable[str], shape: str) -> list[str]:
     """The preset's id and time fields that the keys (or columns) lack.
 
     A record keyed by the store (an object key, a file name) has its id there. Columns are
     compared as SQL compares them, without case; record keys exactly.
     """
     keys = set(keys)
-    lowered = {k.lower() for k in keys} if kind == "sqlite" else None
+    lowered = {k.lower() for k in keys} if shape == TABLE else None
     absent = []
     for role in ("id", *TIME_ROLES):
         path = preset.fields.get(role)
@@ -487,8 +493,11 @@ def absent_fields(preset: Preset, keys: Iterable[str], kind: str) -> list[str]:
     return absent
 
 
-def detect_preset(keys: Iterable[str], kind: str, table: str | None = None) -> Preset | None:
+def detect_preset(keys: Iterable[str], shape: str, table: str | None = None) -> Preset | None:
     """The preset whose signature the keys (or columns) carry; the most specific wins.
+
+    `shape` is TABLE (keys are a table's columns, `table` its name) or DOCUMENT (keys are the
+    fields records carry): one preset serves the same table in SQLite, PostgreSQL or MySQL.
 
     A preset whose id or time fields are absent does not match, whatever else the records
     share with it: its mapping would read nothing, and judge idleness from the wrong time.
@@ -497,9 +506,9 @@ def detect_preset(keys: Iterable[str], kind: str, table: str | None = None) -> P
     lowered = {k.lower() for k in keys}
     best: Preset | None = None
     for preset in PRESETS.values():
-        if kind not in preset.kinds or not preset.signature <= lowered:
+        if shape not in preset.shapes or not preset.signature <= lowered:
             continue
-        if absent_fields(preset, keys, kind):
+        if absent_fields(preset, keys, shape):
             continue
         better = best is None or len(preset.signature) > len(best.signature)
         same_size_table_match = (

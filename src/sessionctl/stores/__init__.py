@@ -1,109 +1,118 @@
-"""Store addresses and the store kinds behind them. Drivers are imported only when used."""
+"""The registry of store kinds: each kind parses its own addresses and is imported only when
+its store is used (a driver is imported only then: `--help` and the other kinds never load it).
+
+A new kind is one module with one Store subclass, and one line in KNOWN_KINDS.
+"""
 
 from __future__ import annotations
 
+import importlib
 import re
+from dataclasses import replace
 from pathlib import Path
-from urllib.parse import parse_qs
 
-from ..domain.errors import store_error, usage_error
-from .base import Store, StoreSpec
+from ..domain.errors import ExitCode, SessionctlError, store_error, usage_error
+from .base import Address, Store, StoreSettings
 
-KINDS = ("json", "jsondir", "sqlite")
-SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3", ".db3")
-_EXPLICIT = re.compile(r"^(json|jsondir|sqlite):(?!//)(.+)$", re.S)
+#: (kind, schemes, module, class, takes bare paths). The schemes are written here too, so that
+#: telling a scheme's kind imports nothing; kinds taking bare paths are asked, in this order,
+#: whether they `claim` one (the others are not imported for it).
+KNOWN_KINDS: tuple[tuple[str, tuple[str, ...], str, str, bool], ...] = (
+    ("jsondir", ("jsondir",), "sessionctl.stores.jsondir", "JsonDirStore", True),
+    ("sqlite", ("sqlite",), "sessionctl.stores.sql.sqlite", "SqliteStore", True),
+    ("json", ("json",), "sessionctl.stores.jsonfile", "JsonFileStore", True),
+)
+#: Schemes with a kind that is not written yet.
+_PLANNED = ("postgresql", "postgres", "mysql", "redis", "php")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
-def parse_address(text: str, name: str | None = None) -> StoreSpec:
-    """`json:PATH`, `jsondir:PATH`, `sqlite:PATH?table=NAME`, or a bare path (kind detected)."""
+def kinds() -> tuple[str, ...]:
+    return tuple(kind for kind, *_ in KNOWN_KINDS)
+
+
+def store_class(kind: str) -> type[Store]:
+    for name, _, module, attribute, _ in KNOWN_KINDS:
+        if name == kind:
+            return getattr(importlib.import_module(module), attribute)
+    raise usage_error(f"unknown store kind {kind!r}", f"use one of: {', '.join(kinds())}")
+
+
+def _kind_of_scheme(scheme: str) -> str | None:
+    for kind, schemes, *_ in KNOWN_KINDS:
+        if scheme.lower() in schemes:
+            return kind
+    return None
+
+
+def parse_address(text: str, name: str | None = None) -> Address:
+    """`json:PATH`, `jsondir:PATH`, `sqlite:PATH?table=NAME`, a scheme any registered kind
+    parses (`postgresql://...`), or a bare path whose kind the kinds recognise."""
     text = text.strip()
     if not text:
         raise usage_error("empty store address")
-    if re.match(r"^(postgres(ql)?|redis|mysql)://", text):
-        raise usage_error(
-            f"store {text.split('://')[0]}:// is not supported yet",
-            "supported: JSON files, folders of JSON files, SQLite",
-        )
-    match = _EXPLICIT.match(text)
-    kind = match.group(1) if match else None
-    rest = match.group(2) if match else text
-    table = None
-    if "?" in rest and (kind in (None, "sqlite")):
-        base, _, query = rest.rpartition("?")
-        # A file whose name holds the `?` is taken as it is; otherwise what follows is parameters.
-        literal = Path(rest).expanduser().exists()
-        if not literal and (kind == "sqlite" or Path(base).expanduser().exists()):
-            rest, table = base, _table_parameter(query, text)
-            kind = kind or "sqlite"
-    path = Path(rest).expanduser().absolute()
-    if kind is None:
-        kind = _detect_kind(path)
-    return StoreSpec(kind=kind, path=path, table=table, name=name)
+    match = _SCHEME.match(text)
+    if match and len(match.group(1)) > 1:  # `C:` is a drive, not a scheme
+        scheme = match.group(1)
+        kind = _kind_of_scheme(scheme)
+        if kind is not None:
+            return replace(store_class(kind).parse_address(text), name=name)
+        if text[match.end() :].startswith("//") or scheme.lower() in _PLANNED:
+            shown = scheme + (":" + "//" if text[match.end() :].startswith("//") else ":")
+            raise usage_error(
+                f"store {shown} is not supported yet (store kinds: {', '.join(kinds())})"
+            )
+    return replace(store_class(detect_kind(text)).parse_address(text), name=name)
 
 
-#: The parameters a `sqlite:PATH?...` address takes.
-SQLITE_PARAMETERS = ("table",)
-
-
-def _table_parameter(query: str, address: str) -> str | None:
-    """The table named by the `?table=NAME` of an address; usage error for anything else."""
-    params = parse_qs(query, keep_blank_values=True)
-    unknown = sorted(set(params) - set(SQLITE_PARAMETERS))
-    if unknown or (query and not params):
-        named = ", ".join(repr(name) for name in unknown) or repr(query)
-        raise usage_error(
-            f"store {address}: unknown parameter {named}",
-            f"a SQLite address takes only {', '.join(p + '=NAME' for p in SQLITE_PARAMETERS)}",
-        )
-    tables = params.get("table")
-    if tables is None:
-        return None
-    if len(tables) > 1:
-        raise usage_error(f"store {address}: table= given {len(tables)} times")
-    if not tables[0].strip():
-        raise usage_error(f"store {address}: empty table name", "give ?table=NAME")
-    return tables[0]
-
-
-def _detect_kind(path: Path) -> str:
-    if path.is_dir():
-        return "jsondir"
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        return "json"
-    if suffix in SQLITE_SUFFIXES:
-        return "sqlite"
+def detect_kind(text: str) -> str:
+    """The kind of store at a bare path, as the kinds recognise it (suffix, header, content)."""
+    path = Path(text).expanduser()
+    if "?" in text and not path.exists():
+        base = Path(text.rpartition("?")[0]).expanduser()
+        if base.exists():
+            path = base
+    path = path.absolute()
+    for kind, _, _, _, files in KNOWN_KINDS:
+        if files and store_class(kind).claims(path):
+            return kind
     if not path.exists():
         raise store_error(f"store {path} does not exist", "check the path or the --store name")
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(64)
+        with open(path, "rb"):
+            pass
     except OSError as exc:
         raise store_error(f"cannot read {path}: {exc.strerror}") from None
-    if head.startswith(b"SQLite format 3\x00"):
-        return "sqlite"
-    if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"[", b"{"):
-        return "json"
-    raise store_error(
-        f"cannot tell what kind of store {path} is",
-        "prefix it with json:, jsondir: or sqlite:",
-    )
+    prefixes = ", ".join(f"{kind}:" for kind, _, _, _, files in KNOWN_KINDS if files)
+    raise store_error(f"cannot tell what kind of store {path} is", f"prefix it with {prefixes}")
 
 
-def open_store(spec: StoreSpec, busy_timeout: float = 5.0) -> Store:
-    if spec.kind == "json":
-        from .jsonfile import JsonFileStore
-
-        return JsonFileStore(spec)
-    if spec.kind == "jsondir":
-        from .jsondir import JsonDirStore
-
-        return JsonDirStore(spec)
-    if spec.kind == "sqlite":
-        from .sqlite import SqliteStore
-
-        return SqliteStore(spec, busy_timeout=busy_timeout)
-    raise usage_error(f"unknown store kind {spec.kind!r}", f"use one of: {', '.join(KINDS)}")
+def history_address(text: str, name: str | None = None) -> Address:
+    """`parse_address`, except that a bare path nothing can be told about any more (the store
+    is gone) still gives an address, naming only its path: its history is worth seeing."""
+    try:
+        return parse_address(text, name)
+    except SessionctlError as exc:
+        if exc.code != ExitCode.STORE:
+            raise
+    path = Path(text.strip()).expanduser().absolute()
+    shown = str(path)
+    return Address(kind="", display=shown, identity=shown, pinned=shown, path=path, name=name)
 
 
-__all__ = ["KINDS", "Store", "StoreSpec", "open_store", "parse_address"]
+def open_store(address: Address, settings: StoreSettings | None = None) -> Store:
+    return store_class(address.kind)(address, settings or StoreSettings())
+
+
+__all__ = [
+    "KNOWN_KINDS",
+    "Address",
+    "Store",
+    "StoreSettings",
+    "detect_kind",
+    "history_address",
+    "kinds",
+    "open_store",
+    "parse_address",
+    "store_class",
+]

@@ -11,32 +11,128 @@ import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
+from urllib.parse import parse_qs
 
-from ..domain.errors import store_error
+from ..domain.errors import store_error, usage_error
 from ..domain.model import Record
+
+#: The name of the lock file beside a store file (appended to its name), or inside a folder.
+LOCK_SUFFIX = ".sessionctl.lock"
 
 #: Called with the records about to be removed; returns once they are durably archived.
 ArchiveFn = Callable[[list[Record]], None]
 
 
 @dataclass(frozen=True)
-class StoreSpec:
-    kind: str  # json | jsondir | sqlite
-    path: Path
-    table: str | None = None
-    name: str | None = None  # the config name, when chosen by name
+class Address:
+    """Where a store is, parsed by its kind: what to show, what names it, what cron pins.
 
-    @property
-    def address(self) -> str:
-        text = f"{self.kind}:{self.path}"
-        return f"{text}?table={self.table}" if self.table else text
+    `display` and `pinned` never carry a secret; a password written in the address is kept
+    apart in `secret`, which the repr and comparisons leave out.
+    """
+
+    kind: str  # the registry name: "json", "jsondir", "sqlite", later "postgresql"
+    display: str  # what output, errors, logs, archives show: never a secret
+    identity: str  # stable across spellings: locks, the audit log's store_id, archive folders
+    pinned: str  # what a crontab line carries: absolute, no secret
+    path: Path | None = None  # file kinds
+    params: tuple[tuple[str, str], ...] = ()  # e.g. table, schema, host, port, dbname, user
+    name: str | None = None  # the config name, when chosen by name
+    secret: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def label(self) -> str:
-        return self.name or self.address
+        return self.name or self.display
+
+    def param(self, key: str, default: str | None = None) -> str | None:
+        for name, value in self.params:
+            if name == key:
+                return value
+        return default
+
+    def matches(self, store_id: str) -> bool:
+        """Whether an audit entry's `store_id` is about this store. A file store named without
+        parameters (no ?table=) matches every entry about its file, as history always did."""
+        if store_id == self.identity:
+            return True
+        if self.path is None or self.params:
+            return False
+        kind, colon, rest = store_id.partition(":")
+        return bool(colon) and rest.partition("?")[0] == os.path.realpath(self.path)
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """What a store may need from the configuration and the command line (add fields freely:
+    every one has a default)."""
+
+    busy_timeout: float = 5.0
+
+
+def file_address(
+    kind: str, text: str, parameters: tuple[str, ...] = (), describe: str = ""
+) -> Address:
+    """`KIND:PATH`, `KIND:PATH?NAME=VALUE` (for the `parameters` a kind takes) or a bare PATH.
+
+    A file whose name holds the `?` is taken as it is; otherwise what follows is parameters.
+    A bare path is pinned bare (absolute), so cron detects its kind as the shell did.
+    """
+    text = text.strip()
+    prefix = kind + ":"
+    explicit = text.startswith(prefix) and not text.startswith(prefix + "//")
+    rest = text[len(prefix) :] if explicit else text
+    if not rest:
+        raise usage_error(f"store {text}: no path after {prefix}")
+    query = None
+    if "?" in rest and not Path(rest).expanduser().exists():
+        base, _, tail = rest.rpartition("?")
+        if (explicit and parameters) or Path(base).expanduser().exists():
+            rest, query = base, tail
+    params = _file_parameters(kind, text, query, parameters, describe) if query is not None else ()
+    path = Path(rest).expanduser().absolute()
+    suffix = "".join(f"?{key}={value}" for key, value in params[:1]) + "".join(
+        f"&{key}={value}" for key, value in params[1:]
+    )
+    display = f"{kind}:{path}{suffix}"
+    return Address(
+        kind=kind,
+        display=display,
+        identity=f"{kind}:{os.path.realpath(path)}{suffix}",
+        pinned=display if explicit else f"{path}{suffix}",
+        path=path,
+        params=params,
+    )
+
+
+def _file_parameters(
+    kind: str, address: str, query: str, parameters: tuple[str, ...], describe: str
+) -> tuple[tuple[str, str], ...]:
+    what = describe or f"a {kind} address"
+    if not parameters:
+        raise usage_error(f"store {address}: {what} takes no parameters")
+    values = parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(values) - set(parameters))
+    if unknown or (query and not values):
+        named = ", ".join(repr(name) for name in unknown) or repr(query)
+        raise usage_error(
+            f"store {address}: unknown parameter {named}",
+            f"{what} takes only {', '.join(p + '=NAME' for p in parameters)}",
+        )
+    out = []
+    for key in parameters:
+        given = values.get(key)
+        if given is None:
+            continue
+        if len(given) > 1:
+            raise usage_error(f"store {address}: {key}= given {len(given)} times")
+        if not given[0].strip():
+            raise usage_error(f"store {address}: empty {key} name", f"give ?{key}=NAME")
+        out.append((key, given[0]))
+    return tuple(out)
 
 
 class Candidate(NamedTuple):
@@ -60,17 +156,87 @@ class RemoveOutcome:
 
 
 class Store(ABC):
-    kind: str = ""
+    """A store kind: parses its own addresses, and declares what it can do.
+
+    Nothing outside `stores/` asks which kind a store is: where kinds differ, the difference is
+    a capability here, with a default every kind gets for free.
+    """
+
+    #: The registry name, and the address schemes (`json:`, `postgresql://`) this kind parses.
+    kind: ClassVar[str] = ""
+    schemes: ClassVar[tuple[str, ...]] = ()
+    #: "table" (rows with fixed columns) or "document" (records with the fields they carry):
+    #: presets are matched by shape, not by kind.
+    shape: ClassVar[str] = "document"
     #: How many records one `remove` call should get at most; None means "all at once"
     #: (a JSON file is rewritten whole, so batching it would only multiply the work).
     natural_batch: int | None = 1
+    #: The table's name, for table stores; None for documents.
+    table: str | None = None
+    #: The table's columns, known for sure; None for documents (their fields vary).
+    columns: list[str] | None = None
+    #: Why `pushdown` gave no plan, when it did not (for `--explain`).
+    no_pushdown_reason: str = "records are judged one by one"
 
-    def __init__(self, spec: StoreSpec):
-        self.spec = spec
+    def __init__(self, address: Address, settings: StoreSettings | None = None):
+        self.address = address
+        self.settings = settings or StoreSettings()
+
+    @classmethod
+    @abstractmethod
+    def parse_address(cls, text: str) -> Address:
+        """This kind's address from `text` (scheme included, or a bare path for file kinds);
+        a usage error for what the kind does not take."""
+
+    @classmethod
+    def claims(cls, path: Path) -> bool:
+        """For a bare path: whether this kind recognises the file or folder there."""
+        return False
 
     @property
-    def path(self) -> Path:
-        return self.spec.path
+    def path(self) -> Path | None:
+        return self.address.path
+
+    def fields(self) -> list[str]:
+        """The table's columns, or the fields seen in the first records of a document store."""
+        if self.columns is not None:
+            return list(self.columns)
+        return self.sample()[0]
+
+    def count(self) -> int:
+        return sum(1 for _ in self.iter_records())
+
+    def indexed_columns(self) -> set[str] | None:
+        """Lowercased columns an index leads with; None where indexes do not apply."""
+        return None
+
+    def pushdown(self, mapping, policy, tz, now: float):
+        """A plan that counts and selects in the store itself, when it can judge exactly as
+        Python does; else None (and `no_pushdown_reason` says why)."""
+        return None
+
+    def lock_beside(self) -> Path | None:
+        """The lock file `lock = "store"` takes beside the store, which every host that mounts
+        it sees; None for stores that are not files (their `cross_host_lock` serves)."""
+        if self.path is None:
+            return None
+        target = Path(os.path.realpath(self.path))
+        return target.with_name(target.name + LOCK_SUFFIX)
+
+    def cross_host_lock(self, identity: str) -> AbstractContextManager | None:
+        """A lock every host using this store sees, always taken by a cleanup or restore (a
+        database's advisory lock); None for files (see `lock_beside`). Entering it raises a
+        busy error when another run holds it."""
+        return None
+
+    def recover(self) -> int:
+        """Finish or undo what a killed run left half done; how many records it put back."""
+        return 0
+
+    def prepare_restore(self, entry: dict, id_path: str | None, source_kind: str | None):
+        """None if the archived `entry` can go in (mapped onto this store's shape in place),
+        else why not (one sentence)."""
+        return None
 
     @abstractmethod
     def iter_records(self) -> Iterator[Record]: ...

@@ -26,7 +26,16 @@ from ..domain.errors import store_error
 from ..domain.mapping import lookup
 from ..domain.model import Record
 from ..fsutil import PRIVATE_FILE, fsync_dir, os_error_text
-from .base import ArchiveFn, Candidate, RemoveOutcome, Store, require_exists
+from .base import (
+    Address,
+    ArchiveFn,
+    Candidate,
+    RemoveOutcome,
+    Store,
+    StoreSettings,
+    file_address,
+    require_exists,
+)
 from .restoring import place_id, text_id, unsafe_file_name, write_new
 
 SUFFIX = ".json"
@@ -100,12 +109,21 @@ def _is_text(data: dict) -> bool:
 
 class JsonDirStore(Store):
     kind = "jsondir"
+    schemes = ("jsondir",)
     natural_batch = 1
 
-    def __init__(self, spec):
-        super().__init__(spec)
+    def __init__(self, address: Address, settings: StoreSettings | None = None):
+        super().__init__(address, settings)
         self._selected: dict[str, Record] = {}
         self._folder = str(self.path)
+
+    @classmethod
+    def parse_address(cls, text: str) -> Address:
+        return file_address(cls.kind, text, describe="a folder address")
+
+    @classmethod
+    def claims(cls, path: Path) -> bool:
+        return path.is_dir()
 
     def _entries(self) -> Iterator[os.DirEntry]:
         require_exists(self.path, "session folder")

@@ -19,7 +19,16 @@ from ..domain.errors import busy_error, store_error
 from ..domain.mapping import lookup
 from ..domain.model import Record
 from ..fsutil import PRIVATE_FILE, atomic_write, os_error_text, remove_stale_temps
-from .base import ArchiveFn, Candidate, RemoveOutcome, Store, require_exists
+from .base import (
+    Address,
+    ArchiveFn,
+    Candidate,
+    RemoveOutcome,
+    Store,
+    StoreSettings,
+    file_address,
+    require_exists,
+)
 from .restoring import place_id, text_id
 
 WRAPPER_KEYS = ("sessions", "items", "data", "records", "results", "entries")
@@ -554,11 +563,28 @@ def _record(key: Any, item: Any) -> Record:
 
 class JsonFileStore(Store):
     kind = "json"
+    schemes = ("json",)
     natural_batch = None
 
-    def __init__(self, spec):
-        super().__init__(spec)
+    def __init__(self, address: Address, settings: StoreSettings | None = None):
+        super().__init__(address, settings)
         self._document: Document | None = None
+
+    @classmethod
+    def parse_address(cls, text: str) -> Address:
+        return file_address(cls.kind, text, describe="a JSON address")
+
+    @classmethod
+    def claims(cls, path: Path) -> bool:
+        """A `.json` file (there or not yet), or a file whose text starts an array or object."""
+        if path.suffix.lower() == ".json":
+            return True
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(64)
+        except OSError:
+            return False
+        return head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"[", b"{")
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -243,8 +243,8 @@ class _Remover:
                 path,
                 {
                     "store": ctx.label,
-                    "address": ctx.spec.address,
-                    "kind": ctx.spec.kind,
+                    "address": ctx.address.display,
+                    "kind": ctx.address.kind,
                     "table": ctx.table,
                     "id_field": ctx.mapping.path("id"),
                     "created": to_iso(ctx.now),
@@ -406,8 +406,7 @@ def has_readable_record(ctx: StoreContext) -> bool:
 
 
 def count_sessions(ctx: StoreContext) -> int:
-    counter = getattr(ctx.store, "count", None)
-    return counter() if counter else sum(1 for _ in ctx.store.iter_records())
+    return ctx.store.count()
 
 
 def cleanup(
@@ -429,9 +428,7 @@ def cleanup(
             from ..locking import store_lock
 
             lock = store_lock(ctx).acquire()
-            recover = getattr(ctx.store, "recover", None)
-            if recover:
-                recover()
+            ctx.store.recover()
         if options.everything and confirm is not None and not confirm(count_sessions(ctx)):
             result.aborted = True
             return result

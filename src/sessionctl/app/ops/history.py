@@ -3,30 +3,39 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 
+from ...stores import Address
+from ...stores import history_address as _address
 from ..audit import read_audit
 
 
-def matches_store(entry: dict, label: str | None, path: str | None) -> bool:
-    """An audit entry is about a store if it carries its name or its real path."""
-    if label is None and path is None:
-        return True
-    if label is not None and entry.get("store") == label:
-        return True
-    store_id = entry.get("store_id") or ""
-    entry_path = store_id.partition(":")[2].partition("?")[0]
-    return path is not None and entry_path == path
+def history_address(store: str, configured: Mapping[str, dict]) -> Address:
+    """The address `history --store` means: a configured name, or an address or path, which
+    may be gone by now."""
+    if store in configured:
+        return _address(str(configured[store].get("address", "")), store)
+    return _address(store)
 
 
-def history(
-    state_dir: Path, label: str | None = None, path: str | None = None, limit: int = 20
-) -> dict:
+def matches_store(entry: dict, address: Address | None) -> bool:
+    """An audit entry is about a store if it carries its name or its identity (for a file
+    store named without parameters, its real path: runs logged before identities were
+    addresses' own match too)."""
+    if address is None:
+        return True
+    if entry.get("store") == address.label:
+        return True
+    return address.matches(entry.get("store_id") or "")
+
+
+def history(state_dir: Path, address: Address | None = None, limit: int = 20) -> dict:
     runs: deque = deque(maxlen=limit)
     totals = {"runs": 0, "dry_runs": 0, "cleaned": 0, "failed": 0, "restored": 0}
     last_run = last_success = None
     for entry in read_audit(state_dir):
-        if not matches_store(entry, label, path):
+        if not matches_store(entry, address):
             continue
         command = entry.get("command")
         if command == "restore":

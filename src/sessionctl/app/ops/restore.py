@@ -98,7 +98,4 @@ def admit(ctx: StoreContext, entry, id_path: str | None, source_kind: str | None
     """None if the store can take `entry` (mapped onto its shape in place), else why not."""
     if not isinstance(entry, dict):
         return "it is not an archive entry (an object)"
-    prepare = getattr(ctx.store, "prepare_restore", None)
-    if prepare is None:
-        return None
-    return prepare(entry, id_path, source_kind)
+    return ctx.store.prepare_restore(entry, id_path, source_kind)

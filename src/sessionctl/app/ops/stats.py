@@ -108,7 +108,7 @@ def _bucket(age: float) -> int:
 def compute_stats(ctx: StoreContext, top: int = 10) -> StoreStats:
     stats = StoreStats(
         store=ctx.label,
-        kind=ctx.spec.kind,
+        kind=ctx.address.kind,
         now=ctx.now,
         top=top,
         group_field=ctx.mapping.path("group"),
@@ -193,12 +193,13 @@ def add_cleanup_history(ctx: StoreContext, stats: StoreStats) -> None:
 
 def index_warnings(ctx: StoreContext, rows: int) -> list[str]:
     """Peers' operators ask for this: a cleanup on an unindexed expiry column scans it all."""
-    if ctx.spec.kind != "sqlite" or rows < 10_000:
+    indexed = ctx.store.indexed_columns()
+    if indexed is None or rows < 10_000:
         return []
     expires = ctx.mapping.path("expires")
     if not expires or "." in expires:
         return []
-    if expires.lower() not in ctx.store.indexed_columns():
+    if expires.lower() not in indexed:
         return [
             f"column {expires} of {ctx.table} has no index: the application's own expiry "
             f"queries read the whole table (CREATE INDEX ON {ctx.table}({expires}) makes them "
