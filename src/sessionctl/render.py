@@ -52,6 +52,10 @@ class Column:
 #: retitle, recolour or move the cursor), and the line and bidirectional-override marks that
 #: reorder or break what the operator reads.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: The same in a CSV cell, but for the line breaks and tabs CSV quoting carries.
+_CSV_CONTROL = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
 _NAMED_CONTROLS = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -157,11 +161,16 @@ def _csv_text(value: Any, raw: bool = False) -> str:
     if value is None:
         return ""
     if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    text = str(value)
-    if not raw and isinstance(value, str) and text.startswith(FORMULA_START):
-        return "'" + text
-    return text
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    else:
+        text = str(value)
+    if raw:
+        return text
+    if isinstance(value, str) and text.startswith(FORMULA_START):
+        text = "'" + text
+    # Control characters as escapes (`\x1b`), as on a terminal, where CSV often ends up; the
+    # line breaks and tabs a quoted cell carries stay.
+    return _CSV_CONTROL.sub(_escape_control, text) if _CSV_CONTROL.search(text) else text
 
 
 def _plain_table(rows: Iterable[dict], columns: list[Column], out: TextIO) -> int:

@@ -42,7 +42,9 @@ def inspect_text(view: dict, rich: bool) -> str:
     text += "\n" + render.markup("Record", "bold", rich) + "\n"
     body = json.dumps(view["record"], indent=2, ensure_ascii=False, default=str)
     # Line by line: the layout stays, and what JSON leaves raw (DEL, C1 controls) is escaped.
-    text += "\n".join(render.esc(line, rich) for line in body.splitlines()) + "\n"
+    # Split at JSON's own newlines only: splitlines() also breaks at NEL (\x85) and U+2028
+    # inside a value, which would print a line the record does not have instead of its escape.
+    text += "\n".join(render.esc(line, rich) for line in body.split("\n")) + "\n"
     return text
 
 

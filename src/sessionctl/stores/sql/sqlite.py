@@ -82,6 +82,40 @@ def sound_text(columns: list[str]) -> str:
     return " AND ".join(calls) or "1"
 
 
+def trigger_event(sql: str) -> str | None:
+    """DELETE, INSERT or UPDATE: what fires a trigger, read from its CREATE TRIGGER text as
+    SQLite reads it (quoted names and comments skipped, so neither `"BEGIN"` as a name nor
+    `DELETE/**/ON` hides it); None when it cannot be told, which callers take for DELETE."""
+    i, n = 0, len(sql)
+    while i < n:
+        if sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+        elif sql[i] in "'\"`[":
+            close = "]" if sql[i] == "[" else sql[i]
+            j = i + 1
+            while True:
+                end = sql.find(close, j)
+                if end < 0:
+                    return None
+                if close != "]" and sql.startswith(close * 2, end):
+                    j = end + 2  # a doubled quote inside the name
+                    continue
+                i = end + 1
+                break
+        elif sql[i].isalnum() or sql[i] == "_":
+            word = re.match(r"\w+", sql[i:]).group(0)
+            if word.upper() in ("DELETE", "INSERT", "UPDATE"):
+                return word.upper()
+            i += len(word)
+        else:
+            i += 1
+    return None
+
+
 def fetch_rows(conn: sqlite3.Connection, sql: str, params=()) -> list[tuple]:
     """All rows of a SELECT; when a TEXT value is not UTF-8, the rows again with such values
     as BadText (and their rows as _BadRow) instead of the whole read failing."""
@@ -331,6 +365,10 @@ class SqliteStore(Store):
                 parent_columns = tuple(r[4] for r in rows)
                 if any(c is None for c in parent_columns):  # REFERENCES parent: its primary key
                     parent_columns = tuple(self._primary_columns(parent))
+                # The clause may spell a parent column in another case than the table does
+                # (REFERENCES s(SESSION_KEY)): the row's values are looked up by the real name.
+                actual = {c.lower(): c for c in self._columns(parent)}
+                parent_columns = tuple(actual.get(c.lower(), c) for c in parent_columns)
                 edges.setdefault(parent.lower(), []).append((name, child_columns, parent_columns))
         self._edges = edges
         tree, seen, queue = [], {self.table.lower()}, [self.table]
@@ -368,6 +406,24 @@ class SqliteStore(Store):
             pending = [t for t in pending if t not in ready]
         return order
 
+    def _key_collations(self, table: str, columns: tuple) -> tuple:
+        """The collation of each column of `table`'s key `columns` (a foreign key's parent
+        key is its primary key or a UNIQUE index, whose collations SQLite compares with)."""
+        cache = self.__dict__.setdefault("_collation_cache", {})
+        wanted = tuple(c.lower() for c in columns)
+        if (table.lower(), wanted) not in cache:
+            found = ("BINARY",) * len(columns)
+            for index in self.query(f"PRAGMA index_list({quote_identifier(table)})"):
+                if not index[2]:
+                    continue  # not UNIQUE: cannot be a parent key
+                info = self.query(f"PRAGMA index_xinfo({quote_identifier(index[1])})")
+                keyed = [row for row in info if row[5] and row[2] is not None]
+                if tuple(row[2].lower() for row in keyed) == wanted:
+                    found = tuple(row[4] or "BINARY" for row in keyed)
+                    break
+            cache[(table.lower(), wanted)] = found
+        return cache[(table.lower(), wanted)]
+
     def _primary_columns(self, table: str) -> list[str]:
         rows = self.query(f"PRAGMA table_info({quote_identifier(table)})")
         return [row[1] for row in sorted((r for r in rows if r[5]), key=lambda r: r[5])]
@@ -379,8 +435,7 @@ class SqliteStore(Store):
         for name, table, sql in self.query(
             "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name"
         ):
-            header = re.split(r"\bBEGIN\b", sql or "", maxsplit=1, flags=re.IGNORECASE)[0]
-            if table.lower() in reached and re.search(r"\bDELETE\s+ON\b", header, re.I):
+            if table.lower() in reached and trigger_event(sql or "") in ("DELETE", None):
                 found.append((table, name))
         return found
 
@@ -632,7 +687,13 @@ class SqliteStore(Store):
                         continue  # a NULL key matches no child
                     if child not in columns:
                         columns[child] = self._columns(child)
-                    where = " AND ".join(f"{quote_identifier(c)} = ?" for c in child_columns)
+                    # Compared as SQLite's foreign key compares: with the parent key's
+                    # collation (a NOCASE parent cascades to a child holding K0 for k0).
+                    collations = self._key_collations(table, parent_columns)
+                    where = " AND ".join(
+                        f"{quote_identifier(c)} = ? COLLATE {quote_identifier(coll)}"
+                        for c, coll in zip(child_columns, collations)
+                    )
                     sql = f"SELECT * FROM {quote_identifier(child)} WHERE {where}"
                     for values_found in fetch_rows(conn, sql, key):
                         identity = (child.lower(), tuple(values_found))

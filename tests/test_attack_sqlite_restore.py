@@ -1,0 +1,168 @@
+"""Attacks on the SQLite store, restore and what the terminal and CSV show, as a hostile
+operator or a buggy application would make them: each test is a problem found that way."""
+
+import gzip
+import json
+import sqlite3
+import time
+
+import pytest
+
+from helpers import storegen
+
+PUSHDOWN = pytest.mark.parametrize("pushdown", ["1", "0"], ids=["sql", "python"])
+
+
+def past(days: float = 3) -> str:
+    return storegen.sql_time(time.time() - days * 86400)
+
+
+def future(days: float = 3) -> str:
+    return storegen.sql_time(time.time() + days * 86400)
+
+
+def make_db(path, script: str, rows: dict[str, list[tuple]] | None = None):
+    conn = sqlite3.connect(path)
+    conn.executescript(script)
+    for table, values in (rows or {}).items():
+        for row in values:
+            conn.execute(f"INSERT INTO {table} VALUES ({','.join('?' * len(row))})", row)
+    conn.commit()
+    conn.close()
+    return path
+
+
+def dump(path, table: str) -> list[tuple]:
+    conn = sqlite3.connect(path)
+    try:
+        return sorted(conn.execute(f"SELECT * FROM {table}").fetchall(), key=repr)
+    finally:
+        conn.close()
+
+
+def archive_entries(path) -> list[dict]:
+    with gzip.open(path, "rt") as handle:
+        return [json.loads(line) for line in handle][1:]
+
+
+# --- cascades the archive must follow exactly as SQLite does ---------------------------------
+
+CASCADE_SCHEMAS = {
+    # REFERENCES spells the parent column in another case than the table does.
+    "parent column in another case": (
+        "CREATE TABLE django_session(session_key TEXT PRIMARY KEY, session_data TEXT, "
+        "expire_date TEXT); CREATE TABLE items(id INTEGER PRIMARY KEY, "
+        "sk TEXT REFERENCES django_session(SESSION_KEY) ON DELETE CASCADE);",
+        ["k0", "k0", "k1"],
+    ),
+    # The parent key compares without case: a child holding K0 belongs to k0.
+    "NOCASE parent key": (
+        "CREATE TABLE django_session(session_key TEXT PRIMARY KEY COLLATE NOCASE, "
+        "session_data TEXT, expire_date TEXT); CREATE TABLE items(id INTEGER PRIMARY KEY, "
+        "sk TEXT REFERENCES django_session(session_key) ON DELETE CASCADE);",
+        ["K0", "k0", "k1"],
+    ),
+    # The same through a UNIQUE key that is not the primary key, with trailing blanks.
+    "RTRIM unique parent key": (
+        "CREATE TABLE django_session(n INTEGER PRIMARY KEY, session_key TEXT UNIQUE COLLATE "
+        "RTRIM, session_data TEXT, expire_date TEXT); CREATE TABLE items(id INTEGER PRIMARY "
+        "KEY, sk TEXT REFERENCES django_session(session_key) ON DELETE CASCADE);",
+        ["k0  ", "k0", "k1"],
+    ),
+}
+
+
+@PUSHDOWN
+@pytest.mark.parametrize("schema", list(CASCADE_SCHEMAS))
+def test_every_cascaded_row_is_archived_and_restored(
+    cli, tmp_path, monkeypatch, schema, pushdown
+):
+    monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
+    script, child_keys = CASCADE_SCHEMAS[schema]
+    db = tmp_path / "c.db"
+    make_db(db, script)
+    conn = sqlite3.connect(db)
+    width = len(conn.execute("PRAGMA table_info(django_session)").fetchall())
+    for key, when in (("k0", past()), ("k1", future())):
+        values = ([None] if width == 4 else []) + [key, "d", when]
+        conn.execute(f"INSERT INTO django_session VALUES ({','.join('?' * width)})", values)
+    conn.executemany("INSERT INTO items(sk) VALUES (?)", [(k,) for k in child_keys])
+    conn.commit()
+    conn.close()
+    before = dump(db, "items")
+    archive = tmp_path / "a.ndjson.gz"
+    cli("cleanup", "--expired", "--store", db, "--archive", archive, "-q", code=None)
+    gone = sorted(set(before) - set(dump(db, "items")), key=repr)
+    archived = [
+        tuple(row.values()) for e in archive_entries(archive) for row in e["children"]["items"]
+    ]
+    assert sorted(archived, key=repr) == gone and len(gone) == 2
+    cli("restore", archive, "--store", db, "-q")
+    assert dump(db, "items") == before
+
+
+# --- DELETE triggers written to hide from a pattern ------------------------------------------
+
+HIDDEN_TRIGGERS = [
+    "CREATE TRIGGER t AFTER DELETE/**/ON django_session BEGIN DELETE FROM log; END;",
+    "CREATE TRIGGER t AFTER DELETE -- a comment\nON django_session BEGIN DELETE FROM log; END;",
+    'CREATE TRIGGER "BEGIN" AFTER DELETE ON django_session BEGIN DELETE FROM log; END;',
+    'CREATE TRIGGER "x INSERT --" AFTER DELETE ON django_session BEGIN DELETE FROM log; END;',
+]
+
+
+@PUSHDOWN
+@pytest.mark.parametrize("trigger", HIDDEN_TRIGGERS, ids=["block", "line", "begin", "insert"])
+def test_a_delete_trigger_is_found_however_it_is_spelled(
+    cli, tmp_path, monkeypatch, trigger, pushdown
+):
+    monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
+    db = make_db(
+        tmp_path / "t.db",
+        "CREATE TABLE django_session(session_key TEXT PRIMARY KEY, session_data TEXT, "
+        f"expire_date TEXT); CREATE TABLE log(x); {trigger}",
+        {
+            "log": [(1,), (2,)],
+            "django_session": [("k0", "d", past()), ("k1", "d", future())],
+        },
+    )
+    dry = cli("cleanup", "--expired", "--store", db, "-n")
+    assert "DELETE trigger" in dry.stderr
+    cli("cleanup", "--expired", "--store", db, code=2)
+    assert dump(db, "log") == [(1,), (2,)]
+    assert len(dump(db, "django_session")) == 2
+
+
+# --- what the terminal and CSV show ----------------------------------------------------------
+
+
+def hostile_db(tmp_path):
+    return make_db(
+        tmp_path / "h.db",
+        "CREATE TABLE sessions(session_id TEXT PRIMARY KEY, user_id TEXT, expires_at TEXT, "
+        '"no\x85te" TEXT);',
+        {
+            "sessions": [
+                ("s\x1b[31m1", "u\x9b2J", future(), 'x\u2028  "status": "active"'),
+                ("s2", "=HYPERLINK(\x1b]0;T\x07)", future(), "\u202egnp.exe"),
+            ]
+        },
+    )
+
+
+def test_inspect_breaks_a_record_only_at_its_own_lines(cli, tmp_path):
+    out = cli("inspect", "s\x1b[31m1", "--store", hostile_db(tmp_path)).stdout
+    record = out[out.index("Record\n") :].split("\n")[1:-1]
+    assert len(record) == 6, record  # { four fields }
+    assert '"no\\x85te": "x\\u2028  \\"status\\": \\"active\\""' in out
+    assert not any(ch in out for ch in "\x1b\x85\x9b\u2028\u202e")
+
+
+def test_csv_escapes_control_characters_unless_raw(cli, tmp_path):
+    db = hostile_db(tmp_path)
+    out = cli("list", "-f", "csv", "--fields", "id,user_id", "--store", db).stdout
+    assert not any(ch in out for ch in "\x1b\x07\x9b"), out
+    assert "s\\x1b[31m1,u\\x9b2J" in out
+    assert "'=HYPERLINK(\\x1b]0;T\\x07)" in out
+    raw = cli("list", "-f", "csv-raw", "--fields", "id,user_id", "--store", db).stdout
+    assert "s\x1b[31m1,u\x9b2J" in raw and "=HYPERLINK(\x1b]0;T\x07)" in raw
