@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from mysql import mysql_db, mysql_server  # noqa: F401  (fixtures: real MySQL/MariaDB stores)
 from pg import node_modules, pg_db, pg_server  # noqa: F401  (fixtures: real PostgreSQL stores)
+from phpfix import php_cli  # noqa: F401  (fixture: php-cli, for real PHP session files)
 from redisfix import redis_server, redis_space  # noqa: F401  (fixtures: real Redis stores)
 from sessionctl.cli.app import app
 
