@@ -81,3 +81,29 @@ def test_a_lock_holder_that_wrote_no_object_is_described_not_a_crash(cli, tmp_pa
         assert "holder unknown" in one_line_error(result)
     finally:
         os.close(fd)
+
+
+# --- config values of the wrong type -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("fields = { id = 5 }", "is not a field name"),
+        ('fields = { payload = ["data"] }', "is not a field name"),
+        ("rules = { required = 5 }", "rules.required"),
+        ('rules = { required = "id" }', "rules.required"),
+        ("rules = { allowed = 5 }", "rules.allowed"),
+        ("rules = { types = 5 }", "rules.types"),
+        ('rules = { types = { a = ["string"] } }', "rules.types.a"),
+    ],
+)
+def test_config_fields_and_rules_of_the_wrong_type_are_usage_errors(cli, tmp_path, line, says):
+    """Each exited 70 (an AttributeError or TypeError) in every command, schedule install too."""
+    path = _store(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text(f'store = "app"\n[defaults]\n{line}\n[stores.app]\naddress = "json:{path}"\n')
+    for command in (["list"], ["cleanup", "--expired", "--yes"]):
+        result = cli("--config", config, *command, code=2)
+        assert says in one_line_error(result)
+    assert b'"old"' in path.read_bytes()

@@ -153,6 +153,15 @@ def _check_keys(path: Path, data: dict) -> None:
                 f"{', '.join(sorted(bad_roles))}",
                 f"roles are: {', '.join(ROLES)}, payload",
             )
+        for role, path_value in fields.items():
+            if not isinstance(path_value, str):
+                raise usage_error(
+                    f"config file {path}: [{section}.fields]: {role} = {path_value!r} "
+                    "is not a field name",
+                    'write it as a string, e.g. payload = "data,token"'
+                    if role == "payload"
+                    else f'write it as a string, e.g. {role} = "{role}_at"',
+                )
 
 
 def convert(key: str, value: Any, kind: str, where: str) -> Any:

@@ -52,7 +52,15 @@ class Rules:
         unknown = set(raw) - {"required", "allowed", "types"}
         if unknown:
             raise usage_error(f"unknown rule(s): {', '.join(sorted(unknown))}")
-        required = tuple(raw.get("required", base.required))
+        required = raw.get("required", base.required)
+        if not isinstance(required, (list, tuple)) or not all(
+            isinstance(path, str) and path for path in required
+        ):
+            raise usage_error("rules.required: expected a list of field names")
+        required = tuple(required)
+        for table in ("allowed", "types"):
+            if not isinstance(raw.get(table) or {}, dict):
+                raise usage_error(f"rules.{table}: expected a table of fields")
         allowed = dict(base.allowed)
         for path, values in (raw.get("allowed") or {}).items():
             if not isinstance(values, list):
@@ -60,7 +68,7 @@ class Rules:
             allowed[path] = frozenset(_hashable(v) for v in values)
         types = dict(base.types)
         for path, type_name in (raw.get("types") or {}).items():
-            if type_name not in TYPE_CHECKS:
+            if not isinstance(type_name, str) or type_name not in TYPE_CHECKS:
                 raise usage_error(
                     f"rules.types.{path}: unknown type {type_name!r}",
                     f"use one of: {', '.join(TYPE_CHECKS)}",
