@@ -74,9 +74,7 @@ CASCADE_SCHEMAS = {
 
 @PUSHDOWN
 @pytest.mark.parametrize("schema", list(CASCADE_SCHEMAS))
-def test_every_cascaded_row_is_archived_and_restored(
-    cli, tmp_path, monkeypatch, schema, pushdown
-):
+def test_every_cascaded_row_is_archived_and_restored(cli, tmp_path, monkeypatch, schema, pushdown):
     monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
     script, child_keys = CASCADE_SCHEMAS[schema]
     db = tmp_path / "c.db"
@@ -166,3 +164,76 @@ def test_csv_escapes_control_characters_unless_raw(cli, tmp_path):
     assert "'=HYPERLINK(\\x1b]0;T\\x07)" in out
     raw = cli("list", "-f", "csv-raw", "--fields", "id,user_id", "--store", db).stdout
     assert "s\x1b[31m1,u\x9b2J" in raw and "=HYPERLINK(\x1b]0;T\x07)" in raw
+
+
+# --- archives edited by hand -----------------------------------------------------------------
+
+
+def write_archive(path, entries: list, **header):
+    head = {"sessionctl_archive": 1, "kind": "sqlite", "table": "sessions", **header}
+    with gzip.open(path, "wt") as handle:
+        for item in [head, *entries]:
+            handle.write(json.dumps(item) + "\n")
+    return path
+
+
+BAD_CHILDREN = {
+    "sqlite_master": {"sqlite_master": [{"type": "table"}]},
+    "a table no cascade reaches": {"users": [{"id": 9, "name": "mallory"}]},
+    "the store's own table": {"sessions": [{"id": "planted", "data": "x"}]},
+    "not an object": [1, 2],
+    "not a list": {"items": "row"},
+    "a row that is no object": {"items": [[1, 2]]},
+    "an unknown column": {"items": [{"sid": "s", "nope": 1}]},
+    "a nested value": {"items": [{"sid": "s", "note": {"a": 1}}]},
+    "a huge integer": {"items": [{"sid": "s", "n": 2**70}]},
+}
+
+
+@pytest.mark.parametrize("children", list(BAD_CHILDREN))
+def test_cascade_rows_of_a_hand_edited_archive_go_only_where_cascades_reach(
+    cli, tmp_path, children
+):
+    db = make_db(
+        tmp_path / "r.db",
+        "CREATE TABLE sessions(id TEXT PRIMARY KEY, data TEXT, expires_at TEXT);"
+        "CREATE TABLE items(n INTEGER PRIMARY KEY, sid TEXT REFERENCES sessions(id) "
+        "ON DELETE CASCADE, note TEXT); CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT);",
+    )
+    archive = write_archive(
+        tmp_path / "a.ndjson.gz",
+        [
+            {
+                "key": 1,
+                "id": "s",
+                "record": {"id": "s", "data": "x"},
+                "children": BAD_CHILDREN[children],
+            },
+            {
+                "key": 2,
+                "id": "t",
+                "record": {"id": "t", "data": "y"},
+                "children": {"items": [{"sid": "t"}]},
+            },
+        ],
+        id_field="id",
+    )
+    result = cli("restore", archive, "--store", db, code=1)
+    refusals = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(refusals) == 1 and "entry 1 ('s')" in refusals[0], result.stderr
+    assert dump(db, "sessions") == [("t", "y", None)]
+    assert dump(db, "items") == [(1, "t", None)]
+    assert dump(db, "users") == []
+
+
+def test_nan_is_refused_rather_than_restored_as_null(cli, tmp_path):
+    db = make_db(tmp_path / "n.db", "CREATE TABLE sessions(id TEXT PRIMARY KEY, expires_at REAL);")
+    archive = write_archive(
+        tmp_path / "a.ndjson.gz",
+        [{"key": 1, "id": "s", "record": {"id": "s", "expires_at": {"$float": "NaN"}}}],
+        kind="json",
+        id_field="id",
+    )
+    result = cli("restore", archive, "--store", db, code=1)
+    assert "NaN" in result.stderr
+    assert dump(db, "sessions") == []

@@ -77,6 +77,8 @@ SQLITE_INTEGERS = range(-(2**63), 2**63)
 
 def sqlite_value_problem(value: Any) -> str | None:
     """Why SQLite cannot store `value` as it is, or None."""
+    if isinstance(value, float) and value != value:
+        return "holds NaN, which SQLite would store as NULL"
     if value is None or isinstance(value, (float, bytes)):
         return None
     if isinstance(value, int):
@@ -94,6 +96,42 @@ def sqlite_value_problem(value: Any) -> str | None:
     if isinstance(value, list):
         return "holds a list, which a SQLite column cannot hold"
     return f"holds a {type(value).__name__}, which a SQLite column cannot hold"
+
+
+def children_problem(children, tables: dict[str, list[str]]) -> str | None:
+    """Why the cascade rows archived with a session cannot go back, or None. `tables` maps
+    each table the store's ON DELETE CASCADE reaches (its name lower-cased) to its columns:
+    an archive edited by hand never writes to any other table (sqlite_master, users...), nor
+    drops a field silently."""
+    from ..domain.archive_format import decode_column_values
+
+    if children is None:
+        return None
+    if not isinstance(children, dict):
+        return "its cascade rows are not an object of tables"
+    for table, rows in children.items():
+        columns = tables.get(table.lower()) if isinstance(table, str) else None
+        if columns is None:
+            return (
+                f"it holds rows for table {shown(table, 40)}, which no ON DELETE CASCADE "
+                "from the store's table reaches"
+            )
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            return f"its rows for table {shown(table, 40)} are not a list of objects"
+        for row in rows:
+            extra = [name for name in row if name not in columns]
+            if extra:
+                return (
+                    f"table {shown(table, 40)} has no column for the field "
+                    f"{shown(extra[0], 30)} of its cascade row (it would be lost)"
+                )
+            for name, value in decode_column_values(row).items():
+                if isinstance(value, dict) and isinstance(value.get("$text_b64"), str):
+                    continue  # text that is not UTF-8, put back byte for byte
+                problem = sqlite_value_problem(value)
+                if problem:
+                    return f"the field {shown(name, 30)} of its cascade row {problem}"
+    return None
 
 
 def prepare_row(

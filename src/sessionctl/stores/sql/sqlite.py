@@ -785,8 +785,13 @@ class SqliteStore(Store):
         """Map an archived session onto a row of this table by role (its id into the id
         column), and check SQLite can hold each value. None if it can go in, else why not (one
         sentence). A row archived byte for byte, as corrupt, goes back as it was."""
-        from .restoring import prepare_row
+        from .restoring import children_problem, prepare_row
 
+        if getattr(self, "_restore_cascades", None) is None:
+            self._restore_cascades = {t.lower(): self._columns(t) for t in self.cascade_tables()}
+        why = children_problem(entry.get("children"), self._restore_cascades)
+        if why:
+            return why
         raw = entry.get("record") is None and isinstance(entry.get("raw_b64"), str)
         if raw and source_kind == self.kind:
             return None
