@@ -107,3 +107,46 @@ def test_config_fields_and_rules_of_the_wrong_type_are_usage_errors(cli, tmp_pat
         result = cli("--config", config, *command, code=2)
         assert says in one_line_error(result)
     assert b'"old"' in path.read_bytes()
+
+
+# --- options a later run would refuse -------------------------------------------------------
+
+
+@pytest.fixture
+def cron_d(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "cron.d"
+    folder.mkdir()
+    monkeypatch.setenv("SESSIONCTL_CRON_D", str(folder))
+    return folder
+
+
+def test_schedule_install_refuses_a_lock_place_the_cleanup_refuses(cli, tmp_path, cron_d):
+    """`-- cleanup --lock nfs` was installed; every cron run then exited 2."""
+    path = _store(tmp_path)
+    args = ["--expired", "-s", f"json:{path}", "--lock"]
+    assert "--lock" in one_line_error(cli("cleanup", *args, "nfs", code=2))
+    result = cli("schedule", "install", "x", "--system", "--every", "1h", "--", "cleanup", *args,
+                 "nfs", code=2)  # fmt: skip
+    assert "--lock" in one_line_error(result)
+    assert not list(cron_d.iterdir())
+    cli("schedule", "install", "x", "--system", "--every", "1h", "--", "cleanup", *args, "store")
+    assert "--lock store" in (cron_d / "sessionctl-x").read_text()
+
+
+def test_a_hook_timeout_of_zero_is_a_usage_error_before_anything(cli, tmp_path, cron_d):
+    """Every hook 'timed out' at once (or not, by luck): sessions kept, exit 5, or removed."""
+    path = _store(tmp_path)
+    before = path.read_bytes()
+    args = ["--expired", "-s", f"json:{path}", "--hook", "true", "--hook-timeout", "0s"]
+    assert "--hook-timeout" in one_line_error(cli("cleanup", *args, code=2))
+    assert path.read_bytes() == before
+    result = cli("schedule", "install", "x", "--system", "--every", "1h", "--", "cleanup", *args,
+                 code=2)  # fmt: skip
+    assert "--hook-timeout" in one_line_error(result)
+    assert not list(cron_d.iterdir())
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[stores.app]\naddress = "json:{path}"\non_delete = "true"\nhook_timeout = "0s"\n'
+    )
+    one_line_error(cli("--config", config, "cleanup", "-s", "app", "--expired", code=2))
+    assert path.read_bytes() == before

@@ -151,6 +151,12 @@ def _check_now(params: dict[str, Any]) -> None:
             extra[key] = parse_duration(params[key], option)
     if params["jitter"] is not None:
         parse_duration(params["jitter"], "--jitter")
+    if params.get("lock") is not None:
+        if params["lock"] not in ("state", "store"):
+            raise usage_error(
+                f"--lock: invalid value {params['lock']!r}", "use --lock state or --lock store"
+            )
+        extra["lock"] = params["lock"]
     hook = parse_hook(params["hook"], "--hook") if params["hook"] is not None else None
     try:
         with open_store_context(_store_args(params), extra) as ctx:
@@ -168,6 +174,7 @@ def _check_now(params: dict[str, Any]) -> None:
                 dry_run=True,
                 batch_size=params["batch_size"] or settings.get("batch_size") or DEFAULT_BATCH_SIZE,
                 hook=hook,
+                hook_timeout=settings["hook_timeout"],
             )
             check_options(ctx, options)
             expiry_unknown = not ctx.policy.describes_expiry(ctx.mapping)

@@ -387,6 +387,11 @@ def check_options(ctx: StoreContext, options: CleanupOptions) -> None:
         )
     if options.hook:
         check_hook(options.hook)
+        if options.hook_timeout <= 0:
+            # Every hook would time out at once: every session kept, every run a failure.
+            raise usage_error(
+                "--hook-timeout 0: no hook can finish in no time", "give e.g. --hook-timeout 30s"
+            )
 
 
 def _triggers_text(triggers: list[tuple[str, str]]) -> str:
