@@ -33,6 +33,7 @@ principal index).
 - `phpredis_store(space, sessions)`: php-cli with Debian's php-redis, session.save_handler=redis;
   keys `<space>PHPREDIS_SESSION:<sid>`, PHP session serialization, `SETEX gc_maxlifetime`.
   `phpredis_crashed_lock(space, sid)` leaves the `_LOCK` key a killed request leaves.
+- `put_unrelated_keys(space)`: keys of every type beside them that no cleanup may remove.
 """
 
 from __future__ import annotations
@@ -171,6 +172,37 @@ def redis_space(redis_server):
         yield space
     finally:
         space.clear()
+
+
+def put_unrelated_keys(space: RedisSpace) -> list[str]:
+    """Keys beside the sessions that no preset may touch (for `cleanup --all` and `--orphans`):
+    one of each type, names close to the presets' patterns. Returns them, without the space."""
+    keys = {
+        "sessions_count": ("string", "42"),  # "sess" without the colon
+        "sess": ("string", "not a session"),
+        "session": ("hash", {"a": "1"}),
+        "cache:views:home": ("string", "<html>"),
+        "spring:session:other": ("list", ["x"]),
+        ":2:django.contrib.sessions.cache_other_version": ("string", "v2"),
+        "PHPREDIS_SESSION": ("set", ["m"]),
+        "queue:jobs": ("zset", {"job": 1.0}),
+    }
+    with space.client() as r:
+        pipe = r.pipeline(transaction=False)
+        for name, (kind, value) in keys.items():
+            key = space.prefix + name
+            if kind == "string":
+                pipe.set(key, value)
+            elif kind == "hash":
+                pipe.hset(key, mapping=value)
+            elif kind == "list":
+                pipe.rpush(key, *value)
+            elif kind == "set":
+                pipe.sadd(key, *value)
+            else:
+                pipe.zadd(key, value)
+        pipe.execute()
+    return sorted(keys)
 
 
 # ---- the frameworks ----

@@ -26,6 +26,7 @@ from redisfix import (
     phpredis_crashed_lock,
     phpredis_load,
     phpredis_store,
+    put_unrelated_keys,
     round_up_to_next_minute,
     spring_redis_store,
 )
@@ -45,6 +46,12 @@ def test_a_space_is_empty_its_own_and_cleared_without_touching_other_keys(redis_
         assert other.keys() == ["keep"]
     finally:
         other.clear()
+
+
+def test_unrelated_keys_are_of_every_type(redis_space):
+    names = put_unrelated_keys(redis_space)
+    assert redis_space.keys() == names
+    assert {redis_space.type(k) for k in names} == {"string", "hash", "list", "set", "zset"}
 
 
 def test_connect_redis_writes_json_with_the_cookies_ttl_or_none(redis_space, node_modules):
