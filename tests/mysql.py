@@ -205,15 +205,13 @@ class MySqlDatabase:
         return url._replace(query=urlencode(query)).geturl()
 
     def node_options(self) -> dict:
-        """mysql2's connection options (what express-mysql-session's own pool takes)."""
+        """mysql2's connection options: host and port (what express-mysql-session's own pool
+        takes), or socketPath (then tests/node/express_mysql_session.js hands the store a pool)."""
         args = connect_args(self.url)
-        return {
-            "host": args.get("host", "127.0.0.1"),
-            "port": args.get("port", 3306),
-            "user": args["user"],
-            "password": args["password"],
-            "database": self.name,
-        }
+        options = {"user": args["user"], "password": args["password"], "database": self.name}
+        if "unix_socket" in args:
+            return {**options, "socketPath": args["unix_socket"]}
+        return {**options, "host": args["host"], "port": args["port"]}
 
     def tables(self) -> list[str]:
         rows = self.query(

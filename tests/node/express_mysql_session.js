@@ -2,7 +2,7 @@
 // tests/mysql.py runs this with NODE_PATH pointing at the modules installed from package-lock.json.
 //
 // Reads one JSON request on stdin, prints one JSON answer on stdout.
-// Request: {"mysql": {"host", "port", "user", "password", "database"}, "action": ...,
+// Request: {"mysql": {"host", "port" or "socketPath", "user", "password", "database"}, "action": ...,
 //           "table": optional (default "sessions"), ...}
 // - "write": the store creates its own table from the package's schema.sql
 //   (createDatabaseTable, the default: `sessions(session_id varchar(128) utf8mb4_bin PK,
@@ -36,12 +36,15 @@ function readStdin () {
 async function main () {
   const request = JSON.parse(await readStdin());
   const table = request.table || 'sessions';
-  // The store makes its own mysql2 pool from these options (host, port, user, password, database).
+  // The store makes its own mysql2 pool from these options (host, port, user, password,
+  // database); it passes no socketPath on, so for a socket it is handed a pool, as an
+  // application may do (the store then leaves that pool open: it is ended below).
+  const pool = request.mysql.socketPath ? mysql.createPool(request.mysql) : undefined;
   const store = new MySQLStore({
     ...request.mysql,
     clearExpired: false,
     schema: { tableName: table }
-  });
+  }, pool);
   await store.onReady();
   const conn = await mysql.createConnection(request.mysql);
   const count = async () => {
@@ -75,6 +78,7 @@ async function main () {
     }
   } finally {
     await store.close();
+    if (pool) await pool.end();
     await conn.end();
   }
   process.stdout.write(JSON.stringify(out));
