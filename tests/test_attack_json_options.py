@@ -150,3 +150,29 @@ def test_a_hook_timeout_of_zero_is_a_usage_error_before_anything(cli, tmp_path, 
     )
     one_line_error(cli("--config", config, "cleanup", "-s", "app", "--expired", code=2))
     assert path.read_bytes() == before
+
+
+# --- secrets --------------------------------------------------------------------------------
+
+CANARY = "CANARYqq7"
+
+
+def test_a_jwt_bearer_or_csrf_field_is_redacted_everywhere(cli, tmp_path):
+    """`jwt`, `bearer` and `xsrf` did not look secret: inspect, list --fields and list -f json
+    printed them."""
+    path = tmp_path / "sessions.json"
+    path.write_text(
+        f'[{{"session_id":"s1","expires_at":"{SOON}","jwt":"{CANARY}1",'
+        f'"bearer":"{CANARY}2","xsrf":"{CANARY}3","user":{{"id_jwt":"{CANARY}4"}}}}]'
+    )
+    store = f"json:{path}"
+    for args in (
+        ["inspect", "s1"],
+        ["inspect", "s1", "-f", "json"],
+        ["list", "-f", "json"],
+        ["list", "--fields", "jwt,bearer,xsrf,user.id_jwt"],
+        ["list", "-f", "json", "--fields", "jwt,bearer,xsrf,user"],
+    ):
+        result = cli(*args, "-s", store)
+        assert CANARY not in result.stdout + result.stderr, args
+    assert "s1" in cli("list", "-s", store).stdout

@@ -94,7 +94,9 @@ PAYLOAD_NAMES = frozenset(
     norm_name(n)
     for n in ("session_data", "sess", "data", "state", "payload", "attributes", "events", "value")
 )
-SECRET_PATTERN = re.compile(r"token|secret|passw|cookie|auth|credential|api_?key|private", re.I)
+SECRET_PATTERN = re.compile(
+    r"token|secret|passw|cookie|auth|credential|api_?key|private|jwt|bearer|csrf|xsrf", re.I
+)
 
 
 def is_secret_name(name: str) -> bool:

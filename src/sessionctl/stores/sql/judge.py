@@ -1,5 +1,7 @@
-"""The Judge (domain/policy.py) compiled to SQL, so a SQLite store can count, select and delete
-without handing a million rows to Python.
+"""The Judge (domain/policy.py) compiled to SQL, so a SQL table store can count, select and
+delete without handing a million rows to Python. What differs between databases (how a value's
+type is told, how text becomes a time, collations, hints) is asked of the store's `Dialect`;
+expressions are written with `:name` parameters, which the store binds as its driver wants.
 
 Exactness comes first. SQL decides only rows whose time columns it can read exactly as
 `parse_timestamp` would: NULL, a non-negative number (epoch seconds, milliseconds or
@@ -14,35 +16,17 @@ arithmetic as the Python judge so that floats round the same way.
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ..domain import model
-from ..domain.mapping import KEY_PATH, ROLES, Mapping
-from ..domain.model import AGE_BUCKETS, Record
-from ..domain.policy import IDLE_FROM_CREATED, PLAUSIBLE_SINCE, Policy
-from ..domain.timeparse import UTC
-from .sqlite import _BadRow, fetch_rows, sound_text
-from .sqlite import quote_identifier as quote
+from ...domain import model
+from ...domain.mapping import KEY_PATH, ROLES, Mapping
+from ...domain.model import AGE_BUCKETS, Record
+from ...domain.policy import IDLE_FROM_CREATED, PLAUSIBLE_SINCE, Policy
+from ...domain.timeparse import UTC
+from .table import _BadRow
+from .table import quote_identifier as quote
 
-_DATE_TIME = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9]"
-#: `YYYY-MM-DD HH:MM:SS[.f{1,6}]`: one GLOB for the row's length (cheaper than a GLOB plus
-#: substr checks), then a round trip through a date modifier, because SQLite's date functions
-#: accept 2026-02-30 and 24:00:00 and the modifier normalises them away.
-TEXT_TIME = (
-    "(CASE length({x}) WHEN 19 THEN {x} GLOB '"
-    + _DATE_TIME
-    + "'"
-    + "".join(
-        f" WHEN {19 + 1 + digits} THEN {{x}} GLOB '{_DATE_TIME}.{'[0-9]' * digits}'"
-        for digits in range(1, 7)
-    )
-    + " ELSE 0 END)"
-    " AND datetime(substr({x}, 1, 19), '+0 seconds') = substr({x}, 1, 19)"
-)
-NUMERIC_TIME = "typeof({x}) IN ('integer', 'real') AND {x} >= 0 AND {x} < 1e17"
 #: Aliases of the epoch-second values the inner query computes once per row.
 TIME_ALIASES = {"created": "_c", "accessed": "_a", "expires": "_e"}
 #: Names the inner query gives its own values: a column so named would be shadowed by them.
@@ -57,6 +41,68 @@ PAGE = 2000
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+class Dialect:
+    """What the judge needs to know of one SQL dialect. Each method returns SQL over the
+    expression `x` (a quoted column), true exactly when Python would say the same of the value;
+    where a dialect cannot say it exactly, the row is left to Python (see `decided`)."""
+
+    def key_problem(self, store) -> str:
+        """Why the judge cannot address this table's rows in key order ("" when it can)."""
+        return ""
+
+    def numeric_time(self, x: str) -> str:
+        """The value is a number Python reads as an epoch time (non-negative, below 1e17)."""
+        raise NotImplementedError
+
+    def text_epoch(self, x: str) -> str | None:
+        """` WHEN <x is a text time SQL reads exactly> THEN <its epoch seconds>` for naive times
+        in UTC, or None when text times are left to Python."""
+        return None
+
+    def is_text(self, x: str) -> str:
+        raise NotImplementedError
+
+    def is_number(self, x: str) -> str:
+        raise NotImplementedError
+
+    def text_in(self, x: str, literals: str) -> str:
+        """The text value is one of the quoted literals, byte for byte (no collation)."""
+        return f"{x} IN ({literals})"
+
+    def blank(self, x: str) -> str:
+        """The value is the empty string, byte for byte (not blanks under RTRIM)."""
+        return f"{x} = ''"
+
+    def type_test(self, x: str, type_name: str) -> str | None:
+        """The value holds `type_name` (string, integer, number, ...); None: no value here ever
+        does (the column cannot hold that type)."""
+        raise NotImplementedError
+
+    def text_key(self, x: str) -> str:
+        """The value as the text Python compares ids by, byte for byte."""
+        raise NotImplementedError
+
+    def group_key(self, x: str) -> str:
+        """GROUP BY terms forming groups as Python forms them."""
+        return self.text_key(x)
+
+    def holds_reals(self, store, column: str) -> bool:
+        """Whether the column may hold floats, whose text SQL and Python write differently."""
+        raise NotImplementedError
+
+    def sound(self, columns: list[str]) -> str:
+        """1 when Python can read every value of the row (its text is valid)."""
+        return "1"
+
+    def scan_hint(self) -> str:
+        """Written after the table in a full scan (SQLite: NOT INDEXED)."""
+        return ""
+
+    def materialize(self) -> str:
+        """Written after an inner query's ORDER BY so it is computed once per row."""
+        return ""
 
 
 @dataclass
@@ -87,27 +133,12 @@ class CompiledJudge:
         return "(" + " OR ".join(f"({self.reasons[c]}) > 0" for c in codes) + ")"
 
 
-def _holds_reals(store, column: str) -> bool:
-    """Whether a column may hold REAL values, whose text SQLite and Python write differently
-    (0.30000000000000004 is '0.3' to SQLite): a TEXT column never does (its affinity makes
-    numbers text), any other is looked at."""
-    declared = {
-        row[1]: (row[2] or "").upper()
-        for row in store.query(f"PRAGMA table_info({quote(store.table)})")
-    }
-    kind = declared.get(column, "")
-    if any(word in kind for word in ("CHAR", "CLOB", "TEXT")):
-        return False
-    x = quote(column)
-    return bool(
-        store.query(f"SELECT 1 FROM {quote(store.table)} WHERE typeof({x}) = 'real' LIMIT 1")
-    )
-
-
 def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
     """(CompiledJudge, "") or (None, why SQL cannot judge this store exactly)."""
-    if not store.rowid_key:
-        return None, "the table has no rowid that no column shadows"
+    dialect: Dialect = store.dialect
+    problem = dialect.key_problem(store)
+    if problem:
+        return None, problem
     shadowed = sorted(c for c in store.columns if c.lower() in RESERVED_ALIASES)
     if shadowed:
         return None, f"the column {shadowed[0]!r} has a name the SQL judge uses itself"
@@ -140,15 +171,9 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
         if x in (None, "NULL"):
             times[role] = None
             continue
-        text_epoch = ""
-        if utc:
-            text_epoch = (
-                f" WHEN typeof({x}) = 'text' AND {TEXT_TIME.format(x=x)} THEN"
-                f" CAST(strftime('%s', {x}) AS INTEGER) + CASE WHEN"
-                f" length({x}) > 19 THEN CAST('0' || substr({x}, 20) AS REAL) ELSE 0 END"
-            )
+        text_epoch = (dialect.text_epoch(x) if utc else None) or ""
         computed[alias] = (
-            f"CASE WHEN {NUMERIC_TIME.format(x=x)} THEN CASE WHEN {x} >= 1e14 THEN {x} / 1e6"
+            f"CASE WHEN {dialect.numeric_time(x)} THEN CASE WHEN {x} >= 1e14 THEN {x} / 1e6"
             f" WHEN {x} >= 1e11 THEN {x} / 1e3 ELSE {x} * 1.0 END{text_epoch} END"
         )
         # The value is NULL exactly when the column is NULL or SQL cannot read it: checked in
@@ -158,7 +183,7 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
         times[role] = alias
     # A row with a TEXT value that is not UTF-8 is a corrupt record to Python: SQL leaves it
     # to Python, and counts it neither among the duplicates nor in the groups.
-    sound = sound_text(store.columns)
+    sound = dialect.sound(store.columns)
     computed["_u"] = sound
     checks.append("_u")
     decided = "(" + " AND ".join(checks) + ")"
@@ -198,7 +223,7 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
         else:
             x = column(name)
             # BINARY: under RTRIM, "  " = "" (Python says a blank is there).
-            add(model.MISSING_FIELD, f"{x} IS NULL OR {x} = '' COLLATE BINARY")
+            add(model.MISSING_FIELD, f"{x} IS NULL OR {dialect.blank(x)}")
     for path, allowed in policy.rules.allowed.items():
         x = column(path)
         if x == "NULL":
@@ -210,19 +235,19 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
         member = []
         if texts:
             listed = ", ".join(map(_literal, texts))
-            member.append(f"(typeof({x}) = 'text' AND {x} COLLATE BINARY IN ({listed}))")
+            member.append(f"({dialect.is_text(x)} AND {dialect.text_in(x, listed)})")
         if numbers:
             listed = ", ".join(repr(n) for n in numbers)
-            member.append(f"(typeof({x}) IN ('integer', 'real') AND {x} IN ({listed}))")
+            member.append(f"({dialect.is_number(x)} AND {x} IN ({listed}))")
         add(model.NOT_ALLOWED, f"{x} IS NOT NULL AND NOT ({' OR '.join(member) or '0'})")
     for path, type_name in policy.rules.types.items():
         x = column(path)
         if x == "NULL":
             continue
-        wanted = {"string": "('text')", "integer": "('integer')", "number": "('integer', 'real')"}
-        if type_name in wanted:
-            add(model.WRONG_TYPE, f"{x} IS NOT NULL AND typeof({x}) NOT IN {wanted[type_name]}")
-        else:  # SQLite holds no booleans, objects or arrays: any value has the wrong type
+        holds = dialect.type_test(x, type_name)
+        if holds is not None:
+            add(model.WRONG_TYPE, f"{x} IS NOT NULL AND NOT ({holds})")
+        else:  # the column never holds that type: any value has the wrong type
             add(model.WRONG_TYPE, f"{x} IS NOT NULL")
     if created:
         add(model.FUTURE_TIMESTAMP, f"{created} > :ahead")
@@ -237,13 +262,13 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
     rowid = store.key_sql
     duplicates = None
     if id_column not in (None, "NULL") and mapping.path("id") not in store.unique_fields():
-        if _holds_reals(store, mapping.path("id")):
+        if dialect.holds_reals(store, mapping.path("id")):
             return None, "the id column holds real numbers, which SQL writes unlike Python"
         # Ids compare as Python compares them: as their text, byte for byte, whatever the
         # column's collation (NOCASE would make ABC and abc one id) or the values' types.
         duplicates = (
             f"SELECT k FROM (SELECT {rowid} AS k, ROW_NUMBER() OVER (PARTITION BY"
-            f" CAST({id_column} AS TEXT) COLLATE BINARY ORDER BY {rowid}) AS n"
+            f" {dialect.text_key(id_column)} ORDER BY {rowid}) AS n"
             f" FROM {quote(store.table)} WHERE {id_column} IS NOT NULL AND {SOUND}) WHERE n > 1"
         )
         add(model.DUPLICATE_ID, f"_k IN {DUPLICATES_TABLE}")
@@ -257,7 +282,7 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
         model.DUPLICATE_ID,
     ]
     group = column(mapping.path("group"))
-    if group not in (None, "NULL") and _holds_reals(store, mapping.path("group")):
+    if group not in (None, "NULL") and dialect.holds_reals(store, mapping.path("group")):
         return None, "the group column holds real numbers, which SQL writes unlike Python"
     return (
         CompiledJudge(
@@ -284,8 +309,10 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
     )
 
 
-class SqlitePushdown:
-    """Counting and selecting inside SQLite, with the undecidable rest handed to Python."""
+class Pushdown:
+    """Counting and selecting inside the database, with the undecidable rest handed to Python.
+    Runs on the store's read connection (`_reader`) and write connection (`_writer_conn()`),
+    through its transaction hooks; temporary tables hold the keys found once per run."""
 
     def __init__(self, store, compiled: CompiledJudge):
         self.store = store
@@ -332,11 +359,12 @@ class SqlitePushdown:
             for alias, sql in self.compiled.computed.items()
         ]
         parts += ["*"] if whole_rows else self.compiled.columns_used
-        # LIMIT -1 keeps SQLite from flattening the subquery into the outer one, which would
-        # repeat each per-row expression everywhere it is used.
+        # The dialect keeps the database from flattening the subquery into the outer one,
+        # which would repeat each per-row expression everywhere it is used.
+        d = self.store.dialect
         return (
-            f"SELECT {', '.join(parts)} FROM {self.table} NOT INDEXED{where}"
-            f" ORDER BY {self.rowid} LIMIT -1"
+            f"SELECT {', '.join(parts)} FROM {self.table}{d.scan_hint()}{where}"
+            f" ORDER BY {self.rowid}{d.materialize()}"
         )
 
     def _run(self, sql: str, params: dict | None = None) -> list[tuple]:
@@ -382,12 +410,12 @@ class SqlitePushdown:
             # One read transaction: the count of all rows and the aggregate of the decidable
             # ones see the same table, so their difference says whether any row is left for
             # Python, and a clean table is not scanned a second time.
-            store._reader.execute("BEGIN")
+            store.begin_read(store._reader)
             try:
                 total = store._reader.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0]
                 row = store._reader.execute(sql, params).fetchone()
             finally:
-                store._reader.execute("COMMIT")
+                store.commit(store._reader)
         n, n_expired, n_invalid, n_active, undated = (v or 0 for v in row[:5])
         self.undecided = total - n
         by_reason = {code: row[5 + i] or 0 for i, code in enumerate(codes)}
@@ -427,7 +455,7 @@ class SqlitePushdown:
             return {"group_count": 0, "top_groups": [], "groups_over_cap": None}
         # Groups as Python forms them: by their text, byte for byte, whatever the collation;
         # a blob is its own group (Python names it by its repr).
-        text = f"typeof({group}) = 'blob', CAST({group} AS TEXT) COLLATE BINARY"
+        text = self.store.dialect.group_key(group)
         counted = (
             f"SELECT {group} AS g, COUNT(*) AS n, MIN({self.rowid}) AS first FROM {self.table}"
             f" WHERE {group} IS NOT NULL AND {self.read_sound} GROUP BY {text}"
@@ -474,9 +502,9 @@ class SqlitePushdown:
             params = {**c.params, "last": last}
             params = {k: v for k, v in params.items() if f":{k}" in sql}
             with store.translate_errors("write"):
-                conn.execute("BEGIN IMMEDIATE")
+                store.begin_write(conn)
                 try:
-                    found = fetch_rows(conn, sql, params)
+                    found = store.fetch_rows(conn, sql, params)
                     picked = [row for row in found if row[2]]
                     self.left_to_python.extend(row[0] for row in found if not row[2])
                     keys = [row[0] for row in picked]
@@ -489,10 +517,9 @@ class SqlitePushdown:
                         store._attach_children(conn, rows)
                         archive(rows, reasons)
                     failed = store.delete_keys(conn, keys) if keys else {}
-                    conn.execute("COMMIT")
+                    store.commit(conn)
                 except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
+                    store.rollback(conn)
                     raise
             if not found:
                 return
@@ -568,3 +595,7 @@ class SqlitePushdown:
 
 def _as_id(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+#: The name this class had when only SQLite had it.
+SqlitePushdown = Pushdown
