@@ -12,11 +12,13 @@ import contextlib
 import os
 import re
 import sqlite3
+from dataclasses import replace
+from pathlib import Path
 
 from ...domain.errors import SessionctlError, busy_error, store_error
 from ...domain.mapping import is_missing, resolve, split_path
 from ...domain.model import Record
-from ..base import require_exists
+from ..base import Address, StoreSettings, file_address, require_exists
 from .table import (  # noqa: F401 (BadText, encode_value, decode_value: the SQLite names)
     BadText,
     TableStore,
@@ -27,6 +29,8 @@ from .table import (  # noqa: F401 (BadText, encode_value, decode_value: the SQL
 )
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+#: File names a bare path is taken as SQLite by, before reading it.
+SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3", ".db3")
 DEFAULT_BUSY_TIMEOUT = 5.0
 #: The names SQLite gives the rowid, unless a column of the table takes them.
 ROWID_ALIASES = ("rowid", "_rowid_", "oid")
@@ -68,6 +72,40 @@ def sound_text(columns: list[str]) -> str:
         for i in range(0, len(texts), _UTF8_ARGS)
     ]
     return " AND ".join(calls) or "1"
+
+
+def trigger_event(sql: str) -> str | None:
+    """DELETE, INSERT or UPDATE: what fires a trigger, read from its CREATE TRIGGER text as
+    SQLite reads it (quoted names and comments skipped, so neither `"BEGIN"` as a name nor
+    `DELETE/**/ON` hides it); None when it cannot be told, which callers take for DELETE."""
+    i, n = 0, len(sql)
+    while i < n:
+        if sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+        elif sql[i] in "'\"`[":
+            close = "]" if sql[i] == "[" else sql[i]
+            j = i + 1
+            while True:
+                end = sql.find(close, j)
+                if end < 0:
+                    return None
+                if close != "]" and sql.startswith(close * 2, end):
+                    j = end + 2  # a doubled quote inside the name
+                    continue
+                i = end + 1
+                break
+        elif sql[i].isalnum() or sql[i] == "_":
+            word = re.match(r"\w+", sql[i:]).group(0)
+            if word.upper() in ("DELETE", "INSERT", "UPDATE"):
+                return word.upper()
+            i += len(word)
+        else:
+            i += 1
+    return None
 
 
 def fetch_rows(conn: sqlite3.Connection, sql: str, params=()) -> list[tuple]:
@@ -177,12 +215,29 @@ class SqliteDialect:
 class SqliteStore(TableStore):
     kind = "sqlite"
     dialect = SqliteDialect()
+    schemes = ("sqlite",)
+    shape = "table"
     integrity_errors = (sqlite3.IntegrityError,)
     table_hint = "sqlite:PATH?table=NAME"
 
-    def __init__(self, spec, busy_timeout: float = DEFAULT_BUSY_TIMEOUT):
-        super().__init__(spec)
-        self.busy_timeout = busy_timeout
+    @classmethod
+    def parse_address(cls, text: str) -> Address:
+        return file_address(cls.kind, text, ("table",), describe="a SQLite address")
+
+    @classmethod
+    def claims(cls, path: Path) -> bool:
+        """A file with a SQLite suffix (there or not yet), or one that starts as SQLite does."""
+        if path.suffix.lower() in SQLITE_SUFFIXES:
+            return True
+        try:
+            with open(path, "rb") as handle:
+                return handle.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+        except OSError:
+            return False
+
+    def __init__(self, address: Address, settings: StoreSettings | None = None):
+        super().__init__(address, settings)
+        self.busy_timeout = self.settings.busy_timeout
         info = require_exists(self.path, "SQLite database")
         if not self.path.is_file():
             raise store_error(f"{self.path} is not a file")
@@ -203,7 +258,10 @@ class SqliteStore(TableStore):
         writable = bool(info.st_mode & 0o222) and os.access(self.path, os.W_OK)
         self._reader = self._connect("rw" if writable else "ro")
         self._writer: sqlite3.Connection | None = None
-        self.table = self._choose_table(spec.table)
+        self.table = self._choose_table(address.param("table"))
+        # Named by the table it holds, however the address spelled it or left it out.
+        identity = f"{self.kind}:{os.path.realpath(self.path)}?table={self.table}"
+        self.address = replace(address, identity=identity)
         self.columns = self._columns(self.table)
         self.key_column = self._key_column()
         self._children = self._cascade_children()
@@ -334,6 +392,33 @@ class SqliteStore(TableStore):
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
 
+    def parent_key_where(self, parent: str, parent_columns: tuple, child_columns: tuple) -> str:
+        # With the parent key's collation, as SQLite's foreign keys compare: a NOCASE parent
+        # key k0 cascades to a child holding K0, which must be archived too.
+        collations = self._key_collations(parent, parent_columns)
+        return " AND ".join(
+            f"{quote_identifier(c)} = ? COLLATE {quote_identifier(coll)}"
+            for c, coll in zip(child_columns, collations)
+        )
+
+    def _key_collations(self, table: str, columns: tuple) -> tuple:
+        """The collation of each column of `table`'s key `columns` (a foreign key's parent
+        key is its primary key or a UNIQUE index, whose collations SQLite compares with)."""
+        cache = self.__dict__.setdefault("_collation_cache", {})
+        wanted = tuple(c.lower() for c in columns)
+        if (table.lower(), wanted) not in cache:
+            found = ("BINARY",) * len(columns)
+            for index in self.query(f"PRAGMA index_list({quote_identifier(table)})"):
+                if not index[2]:
+                    continue  # not UNIQUE: cannot be a parent key
+                info = self.query(f"PRAGMA index_xinfo({quote_identifier(index[1])})")
+                keyed = [row for row in info if row[5] and row[2] is not None]
+                if tuple(row[2].lower() for row in keyed) == wanted:
+                    found = tuple(row[4] or "BINARY" for row in keyed)
+                    break
+            cache[(table.lower(), wanted)] = found
+        return cache[(table.lower(), wanted)]
+
     def cascading_keys(self, table: str) -> list[tuple[str, tuple, tuple]]:
         keys: dict[int, list] = {}
         for row in self.query(f"PRAGMA foreign_key_list({quote_identifier(table)})"):
@@ -368,8 +453,7 @@ class SqliteStore(TableStore):
         for name, table, sql in self.query(
             "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name"
         ):
-            header = re.split(r"\bBEGIN\b", sql or "", maxsplit=1, flags=re.IGNORECASE)[0]
-            if table.lower() in reached and re.search(r"\bDELETE\s+ON\b", header, re.I):
+            if table.lower() in reached and trigger_event(sql or "") in ("DELETE", None):
                 found.append((table, name))
         return found
 
@@ -460,13 +544,15 @@ class SqliteStore(TableStore):
         }
 
     def pushdown(self, mapping, policy, tz, now: float):
-        """Counting and selecting in SQL when it can judge exactly: (plan, "") or (None, why)."""
+        """Counting and selecting in SQL when it can judge exactly: a plan, or None (and
+        `no_pushdown_reason` says why)."""
         from .judge import Pushdown, compile_judge
 
         compiled, why = compile_judge(self, mapping, policy, tz, now)
         if compiled is None:
-            return None, why
-        return Pushdown(self, compiled), ""
+            self.no_pushdown_reason = why
+            return None
+        return Pushdown(self, compiled)
 
     # -- removing --------------------------------------------------------------------------
 
@@ -474,8 +560,13 @@ class SqliteStore(TableStore):
         """Map an archived session onto a row of this table by role (its id into the id
         column), and check SQLite can hold each value. None if it can go in, else why not (one
         sentence). A row archived byte for byte, as corrupt, goes back as it was."""
-        from ..restoring import prepare_row
+        from ..restoring import children_problem, prepare_row
 
+        if getattr(self, "_restore_cascades", None) is None:
+            self._restore_cascades = {t.lower(): self._columns(t) for t in self.cascade_tables()}
+        why = children_problem(entry.get("children"), self._restore_cascades)
+        if why:
+            return why
         raw = entry.get("record") is None and isinstance(entry.get("raw_b64"), str)
         if raw and source_kind == self.kind:
             return None

@@ -133,6 +133,11 @@ class TableStore(Store):
         ON DELETE CASCADE; a parent column is None where the key names the parent's primary key."""
         raise NotImplementedError
 
+    def parent_key_where(self, parent: str, parent_columns: tuple, child_columns: tuple) -> str:
+        """SQL: the child columns hold the parameters, compared as the database's foreign key
+        compares them with the parent key `parent_columns` of table `parent`."""
+        return " AND ".join(f"{quote_identifier(c)} = {self.mark}" for c in child_columns)
+
     def same_text(self, column: str) -> str:
         """SQL: the column's value is the parameter, as text byte for byte (no collation)."""
         return f"{quote_identifier(column)} = {self.mark} COLLATE BINARY"
@@ -154,7 +159,7 @@ class TableStore(Store):
         scored = []
         for name in tables:
             columns = self._columns(name)
-            preset = detect_preset(columns, self.kind, name)
+            preset = detect_preset(columns, self.shape, name)
             if preset is not None:
                 scored.append((2 + int((preset.table or "").lower() == name.lower()), name))
             elif _looks_like_sessions(columns):
@@ -185,6 +190,10 @@ class TableStore(Store):
             for parent, child_columns, parent_columns in self.cascading_keys(name):
                 if any(c is None for c in parent_columns):  # REFERENCES parent: its primary key
                     parent_columns = tuple(self._primary_columns(parent))
+                # The clause may spell a parent column in another case than the table does
+                # (REFERENCES s(SESSION_KEY)): the row's values are looked up by the real name.
+                actual = {c.lower(): c for c in self._columns(parent)}
+                parent_columns = tuple(actual.get(c.lower(), c) for c in parent_columns)
                 edges.setdefault(parent.lower(), []).append((name, child_columns, parent_columns))
         self._edges = edges
         tree, seen, queue = [], {self.table.lower()}, [self.table]
@@ -330,6 +339,8 @@ class TableStore(Store):
         """DELETE rows by key inside the caller's transaction; {key: error} for refused ones."""
         key = self.key_sql
         table = quote_identifier(self.table)
+        refused = self._cascades_to_sessions(conn, keys)
+        keys = [value for value in keys if value not in refused]
         # A savepoint, so that a refusal undoes only this statement, not the transaction.
         conn.execute("SAVEPOINT sessionctl_delete")
         try:
@@ -337,18 +348,49 @@ class TableStore(Store):
                 marks = ",".join([self.mark] * len(chunk))
                 conn.execute(f"DELETE FROM {table} WHERE {key} IN ({marks})", chunk)
             conn.execute("RELEASE sessionctl_delete")
-            return {}
+            return refused
         except self.integrity_errors:
             conn.execute("ROLLBACK TO sessionctl_delete")
             conn.execute("RELEASE sessionctl_delete")
         # A foreign key without CASCADE refuses some rows: go one by one so the others go.
-        failed = {}
+        failed = dict(refused)
         for value in keys:
             try:
                 conn.execute(f"DELETE FROM {table} WHERE {key} = {self.mark}", (value,))
             except self.integrity_errors as exc:
                 failed[value] = f"database refused: {self.refusal(exc)}"
         return failed
+
+    def _cascades_to_sessions(self, conn, keys: list) -> dict:
+        """{key: why} for the rows whose delete would also remove, through ON DELETE CASCADE
+        (a session table referring to itself, or a cycle back to it), sessions that are not
+        among `keys`: the dry run never named those, so these rows stay."""
+        if self.table.lower() not in {t.lower() for t in self.cascade_tables()}:
+            return {}
+        rows = [r for r in self._fetch(conn, keys).values() if r.data is not None]
+        self._attach_children(conn, rows)
+        refused: dict = {}
+        while True:
+            going = {tuple(r.data.values()) for r in rows if r.key not in refused}
+            more = {}
+            for row in rows:
+                if row.key in refused:
+                    continue
+                own = [
+                    child
+                    for name, children in (row.children or {}).items()
+                    if name.lower() == self.table.lower()
+                    for child in children
+                ]
+                kept = [child for child in own if tuple(child.values()) not in going]
+                if kept:
+                    more[row.key] = (
+                        f"removing it would also remove {len(kept)} other session(s) of "
+                        f"{self.table} through ON DELETE CASCADE"
+                    )
+            if not more:
+                return refused
+            refused.update(more)
 
     def _attach_children(self, conn, rows: list[Record]) -> None:
         """Give each row the rows its delete removes through ON DELETE CASCADE, at any depth,
@@ -372,9 +414,7 @@ class TableStore(Store):
                         continue  # a NULL key matches no child
                     if child not in columns:
                         columns[child] = self._columns(child)
-                    where = " AND ".join(
-                        f"{quote_identifier(c)} = {self.mark}" for c in child_columns
-                    )
+                    where = self.parent_key_where(table, parent_columns, child_columns)
                     sql = f"SELECT * FROM {quote_identifier(child)} WHERE {where}"
                     for values_found in self.fetch_rows(conn, sql, key):
                         identity = (child.lower(), tuple(values_found))
@@ -424,9 +464,7 @@ class TableStore(Store):
                     conn.execute("SAVEPOINT sessionctl_restore")
                     try:
                         self._insert_row(conn, self.table, record)
-                        for child_table, rows in self._restore_order(entry.get("children")):
-                            for child in rows:
-                                self._insert_row(conn, child_table, child)
+                        self._insert_children(conn, entry.get("children"))
                         conn.execute("RELEASE sessionctl_restore")
                         restored += 1
                     except self.integrity_errors:
@@ -438,6 +476,26 @@ class TableStore(Store):
                 self.rollback(conn)
                 raise
         return restored, skipped
+
+    def _insert_children(self, conn, children) -> None:
+        """Put archived cascade rows back, parents first. A row whose parent row comes later
+        (tables that refer to each other, a table that refers to itself) waits for the next
+        pass; when a pass puts nothing in, the database's refusal is raised."""
+        pending = [(table, row) for table, rows in self._restore_order(children) for row in rows]
+        while pending:
+            waiting, refusal = [], None
+            for table, row in pending:
+                conn.execute("SAVEPOINT sessionctl_row")
+                try:
+                    self._insert_row(conn, table, row)
+                except self.integrity_errors as exc:
+                    conn.execute("ROLLBACK TO sessionctl_row")
+                    waiting.append((table, row))
+                    refusal = exc
+                conn.execute("RELEASE sessionctl_row")
+            if len(waiting) == len(pending):
+                raise refusal
+            pending = waiting
 
     def _restore_order(self, children, order: list[str] | None = None) -> list[tuple[str, list]]:
         """Archived cascade rows by table, parents before children as the schema has them."""
