@@ -237,3 +237,63 @@ def test_nan_is_refused_rather_than_restored_as_null(cli, tmp_path):
     result = cli("restore", archive, "--store", db, code=1)
     assert "NaN" in result.stderr
     assert dump(db, "sessions") == []
+
+
+# --- cascades that come back to the session table, and cycles between child tables -----------
+
+SELF_AND_CYCLES = (
+    "CREATE TABLE sessions(id TEXT PRIMARY KEY, expires_at INTEGER, "
+    "parent TEXT REFERENCES sessions(id) ON DELETE CASCADE);"
+    "CREATE TABLE a(x INTEGER PRIMARY KEY, sid TEXT REFERENCES sessions(id) ON DELETE CASCADE, "
+    "bx INTEGER REFERENCES b(x) ON DELETE CASCADE);"
+    "CREATE TABLE b(x INTEGER PRIMARY KEY, ax INTEGER REFERENCES a(x) ON DELETE CASCADE, "
+    "sid TEXT REFERENCES sessions(id) ON DELETE CASCADE);"
+)
+
+
+def cyclic_db(path, child_expired: bool):
+    now = int(time.time())
+    gone, kept = now - 86400, now + 86400
+    child = gone if child_expired else kept
+    db = make_db(
+        path,
+        SELF_AND_CYCLES,
+        {
+            "sessions": [("s0", gone, None), ("s1", child, "s0"), ("s2", kept, None)],
+            "a": [(1, "s0", None), (2, "s2", None)],
+        },
+    )
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.executemany("INSERT INTO sessions VALUES (?,?,?)", [("s3", child, "s1")])
+    conn.executemany("INSERT INTO b VALUES (?,?,?)", [(10, 1, "s2"), (11, 2, "s0")])
+    conn.execute("UPDATE a SET bx = 10 WHERE x = 2")
+    conn.commit()
+    conn.close()
+    return db
+
+
+@PUSHDOWN
+def test_a_cascade_never_removes_sessions_the_dry_run_did_not_name(
+    cli, tmp_path, monkeypatch, pushdown
+):
+    monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
+    db = cyclic_db(tmp_path / "s.db", child_expired=False)
+    store = f"sqlite:{db}?table=sessions"
+    dry = json.loads(cli("cleanup", "--expired", "--store", store, "-n", "-f", "json").stdout)
+    assert dry["selected"] == 1
+    before = {t: dump(db, t) for t in ("sessions", "a", "b")}
+    result = cli("cleanup", "--expired", "--store", store, "-f", "json", code=5)
+    assert "other session(s) of sessions" in result.stdout
+    assert {t: dump(db, t) for t in ("sessions", "a", "b")} == before
+
+
+def test_cascade_rows_of_tables_referring_to_each_other_come_back(cli, tmp_path):
+    db = cyclic_db(tmp_path / "s.db", child_expired=True)
+    store = f"sqlite:{db}?table=sessions"
+    before = {t: dump(db, t) for t in ("sessions", "a", "b")}
+    archive = tmp_path / "a.ndjson.gz"
+    cli("cleanup", "--expired", "--store", store, "--archive", archive, "-q")
+    assert dump(db, "sessions") == [("s2", before["sessions"][2][1], None)]
+    cli("restore", archive, "--store", store, "-q")
+    assert {t: dump(db, t) for t in ("sessions", "a", "b")} == before
