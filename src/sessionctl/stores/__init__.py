@@ -60,7 +60,7 @@ def parse_address(text: str, name: str | None = None) -> Address:
         if text[match.end() :].startswith("//") or scheme.lower() in _PLANNED:
             shown = scheme + (":" + "//" if text[match.end() :].startswith("//") else ":")
             raise usage_error(
-                f"store {shown} is not supported yet (store kinds: {', '.join(kinds())})"
+                f"store {shown} is not supported yet (store kinds: {', '.join(sorted(kinds()))})"
             )
     return replace(store_class(detect_kind(text)).parse_address(text), name=name)
 
@@ -83,8 +83,9 @@ def detect_kind(text: str) -> str:
             pass
     except OSError as exc:
         raise store_error(f"cannot read {path}: {exc.strerror}") from None
-    prefixes = ", ".join(f"{kind}:" for kind, _, _, _, files in KNOWN_KINDS if files)
-    raise store_error(f"cannot tell what kind of store {path} is", f"prefix it with {prefixes}")
+    prefixes = sorted(f"{kind}:" for kind, _, _, _, files in KNOWN_KINDS if files)
+    named = ", ".join(prefixes[:-1]) + " or " + prefixes[-1] if len(prefixes) > 1 else prefixes[0]
+    raise store_error(f"cannot tell what kind of store {path} is", f"prefix it with {named}")
 
 
 def history_address(text: str, name: str | None = None) -> Address:
