@@ -4,6 +4,7 @@ the fix it names."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -176,3 +177,23 @@ def test_a_jwt_bearer_or_csrf_field_is_redacted_everywhere(cli, tmp_path):
         result = cli(*args, "-s", store)
         assert CANARY not in result.stdout + result.stderr, args
     assert "s1" in cli("list", "-s", store).stdout
+
+
+# --- idleness measured from creation ----------------------------------------------------------
+
+
+def test_idle_from_created_on_a_store_without_a_creation_field_is_refused(cli, tmp_path):
+    """It was accepted, and nothing was ever idle: a scheduled cleanup that silently never
+    removes an idle session. Measured from the last access, the same store is refused."""
+    path = tmp_path / "sessions.json"
+    path.write_text(f'[{{"session_id":"a","expires_at":"{SOON}"}}]')
+    args = ["cleanup", "-s", f"json:{path}", "--expired", "--idle-timeout", "7d", "-n"]
+    assert "no last-access field" in one_line_error(cli(*args, code=2))
+    assert "no creation field" in one_line_error(cli(*args, "--idle-from", "created", code=2))
+    # With a creation field it works; an emptied store is still a no-op.
+    old = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 30 * 86400))
+    path.write_text(f'[{{"session_id":"a","created_at":"{old}"}}]')
+    result = cli(*args, "--idle-from", "created", "-f", "json")
+    assert json.loads(result.stdout)["selected"] == 1
+    path.write_text('{"sessions": []}')
+    cli(*args, "--idle-from", "created")

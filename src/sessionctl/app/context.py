@@ -216,9 +216,19 @@ def _check_idle(spec: Address, settings: Settings, mapping: Mapping, policy: Pol
     """Idleness is measured from the last access. A store that keeps none would have it
     measured from creation, and sessions in use every day would be removed: refuse, unless the
     operator asks for exactly that."""
-    if policy.idle_timeout is None or mapping.path("accessed") is not None:
+    if policy.idle_timeout is None:
         return
     if policy.idle_from == IDLE_FROM_CREATED:
+        if mapping.path("created") is not None:
+            return
+        # Measured from a creation no record has, nothing would ever be idle, silently.
+        raise usage_error(
+            f"idle timeout {format_duration(policy.idle_timeout)} measured from creation "
+            f"({settings.source('idle_from')}), but the sessions of {spec.label} have no "
+            "creation field",
+            "map one with --field created=FIELD",
+        )
+    if mapping.path("accessed") is not None:
         return
     raise usage_error(
         f"idle timeout {format_duration(policy.idle_timeout)} "
