@@ -297,3 +297,38 @@ def test_cascade_rows_of_tables_referring_to_each_other_come_back(cli, tmp_path)
     assert dump(db, "sessions") == [("s2", before["sessions"][2][1], None)]
     cli("restore", archive, "--store", store, "-q")
     assert {t: dump(db, t) for t in ("sessions", "a", "b")} == before
+
+
+# --- a table's archive into a JSON store -----------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["json", "jsondir"])
+def test_blobs_and_infinities_of_a_table_are_refused_by_json_stores(cli, tmp_path, kind):
+    db = make_db(
+        tmp_path / "x.db",
+        "CREATE TABLE sessions(id TEXT PRIMARY KEY, expires_at TEXT, data);",
+        {
+            "sessions": [
+                ("blob", past(), b"\xff\x00"),
+                ("inf", past(), float("inf")),
+                ("plain", past(), "x"),
+            ]
+        },
+    )
+    archive = tmp_path / "a.ndjson.gz"
+    cli("cleanup", "--expired", "--store", db, "--archive", archive, "-q")
+    if kind == "json":
+        target = tmp_path / "s.json"
+        target.write_text('{"sessions": []}')
+    else:
+        target = tmp_path / "dir"
+        target.mkdir()
+    result = cli("restore", archive, "--store", f"{kind}:{target}", code=1)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 2 and "'blob'" in lines[0] and "'inf'" in lines[1], result.stderr
+    text = (
+        target.read_text()
+        if kind == "json"
+        else "".join(p.read_text() for p in sorted(target.iterdir()))
+    )
+    assert "$b64" not in text and "$float" not in text and '"plain"' in text

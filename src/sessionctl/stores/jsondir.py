@@ -36,7 +36,13 @@ from .base import (
     file_address,
     require_exists,
 )
-from .restoring import place_id, text_id, unsafe_file_name, write_new
+from .restoring import (
+    encoded_value_problem,
+    place_id,
+    text_id,
+    unsafe_file_name,
+    write_new,
+)
 
 SUFFIX = ".json"
 #: Files being removed are renamed to this prefix first; leftovers of a killed run are put back.
@@ -350,6 +356,9 @@ class JsonDirStore(Store):
                 base64.b64decode(entry["raw_b64"], validate=True)
             except (ValueError, TypeError):
                 return "its archived bytes are damaged"
+        why = isinstance(record, dict) and encoded_value_problem(record, source_kind)
+        if why:
+            return why
         session_id = text_id(entry)
         key = entry.get("key")
         if source_kind == self.kind and isinstance(key, str):

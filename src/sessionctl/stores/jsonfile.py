@@ -29,7 +29,7 @@ from .base import (
     file_address,
     require_exists,
 )
-from .restoring import place_id, text_id
+from .restoring import encoded_value_problem, place_id, text_id
 
 WRAPPER_KEYS = ("sessions", "items", "data", "records", "results", "entries")
 #: How often to re-read and retry when the application rewrites the file under us.
@@ -813,6 +813,9 @@ class JsonFileStore(Store):
                 "the archive holds no JSON object for it (it did not parse in its store), "
                 "and a JSON file store holds objects only"
             )
+        why = encoded_value_problem(record, source_kind)
+        if why:
+            return why
         session_id = text_id(entry)
         place_id(record, id_path, session_id)
         document = self._document or self.load()

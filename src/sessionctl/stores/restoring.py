@@ -41,6 +41,29 @@ def place_id(record: dict, id_path: str | None, session_id: str | None) -> None:
         record[id_path] = session_id
 
 
+#: Kinds whose archives hold JSON records as the application wrote them: a {"$b64": ...} there
+#: is the application's own object. Other kinds (tables) encode column values that way.
+JSON_KINDS = ("json", "jsondir")
+
+
+def encoded_value_problem(record: dict, source_kind: str | None) -> str | None:
+    """Why a JSON store cannot hold a record archived from a table: a blob ({"$b64": ...}),
+    text that is not UTF-8 ({"$text_b64": ...}) or an infinity or NaN ({"$float": ...}) would
+    go in as an object where the application had bytes or a number. None if it can."""
+    if source_kind in JSON_KINDS:
+        return None
+    for name, value in record.items():
+        if isinstance(value, dict) and len(value) == 1:
+            marker = next(iter(value))
+            what = {"$b64": "bytes", "$text_b64": "text that is not UTF-8", "$float": "an infinity"}
+            if marker in what and isinstance(value[marker], str):
+                return (
+                    f"its field {shown(name, 30)} holds {what[marker]} "
+                    f"({shown(value[marker], 20)}), which JSON cannot hold"
+                )
+    return None
+
+
 def unsafe_file_name(name: str) -> str | None:
     """Why `name` cannot be a file of a session folder, or None if it can: one plain name that
     stays inside the folder."""
