@@ -27,6 +27,11 @@ numbers (seconds until the session expires: negative for one already expired) or
 - `rails_mysql_table(db, sessions)` and `spring_mysql_tables(db, sessions)`: the frameworks' own
   DDL for MySQL (Ruby and Java are not installed here), rows written as those frameworks write
   them.
+
+An application at work, for the deadlock tests: `spring_busy_application(db, primary_ids)` and
+`django_busy_application(db, keys)` (a `BusyApplication`: threads saving random sessions with the
+framework's own statements, one short transaction each, counting deadlocks and lock wait
+timeouts that reach them, and `lost()` for writes that are not in the table afterwards).
 """
 
 from __future__ import annotations
@@ -510,3 +515,179 @@ def spring_mysql_tables(
     finally:
         conn.close()
     return Written.of(session_ids, specs, primary_ids=primary_ids)
+
+
+# ---- an application at work, for the deadlock tests ----
+
+
+class BusyApplication:
+    """An application touching its sessions in a tight loop while something else (a cleanup)
+    runs: `threads` connections, each owning a share of `keys` and touching a random one of its
+    share at a time, in a transaction of its own, as a request handler saves its session.
+
+    `touch(cursor, key, marker)` runs the framework's own save statements, writing `marker` (a
+    string unique to this write; or it returns the marker it wrote instead) where
+    `read(db)` -> {key: marker} finds it again. A deadlock
+    (1213) or lock wait timeout (1205) is rolled back and counted, not retried: that is what
+    reaches the application. Any other error stops the run and is raised by stop().
+
+    Use as a context manager (or start()/stop()). Afterwards: `writes` (committed), `errors`
+    ({1213: n, 1205: n}), `committed` ({key: last marker committed}), `slowest` (seconds, the
+    longest commit: how long the application waited on someone's locks), and `lost(db)`: the
+    keys still in the table whose last committed write is not there.
+    """
+
+    def __init__(
+        self,
+        db: MySqlDatabase,
+        keys: list,
+        touch,
+        read,
+        *,
+        threads: int = 2,
+        lock_wait_timeout: int = 5,
+    ):
+        if not keys:
+            raise ValueError("BusyApplication needs sessions to touch")
+        self.db, self.touch, self.read = db, touch, read
+        self.shares = [keys[i::threads] for i in range(threads) if keys[i::threads]]
+        self.lock_wait_timeout = lock_wait_timeout
+        self.writes = 0
+        self.errors: dict[int, int] = {}
+        self.committed: dict = {}
+        self.slowest = 0.0
+        self._failure: BaseException | None = None
+        self._stop = None
+        self._threads: list = []
+
+    def _run(self, number: int, share: list) -> None:
+        import random
+
+        pymysql = _pymysql()
+        conn = self.db.connect(autocommit=False)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"SET SESSION innodb_lock_wait_timeout = {self.lock_wait_timeout}")
+            n = 0
+            while not self._stop.is_set():
+                key = random.choice(share)
+                n += 1
+                marker = f"t{number}-{n}"
+                started = time.monotonic()
+                try:
+                    with conn.cursor() as cur:
+                        marker = self.touch(cur, key, marker) or marker
+                    conn.commit()
+                except pymysql.err.MySQLError as exc:
+                    code = exc.args[0] if exc.args else None
+                    if code not in (1205, 1213):
+                        raise
+                    conn.rollback()
+                    self.errors[code] = self.errors.get(code, 0) + 1
+                    continue
+                self.slowest = max(self.slowest, time.monotonic() - started)
+                self.committed[key] = marker  # keys are not shared: no other thread races this
+                self.writes += 1
+        except BaseException as exc:  # reported by stop()
+            self._failure = exc
+        finally:
+            conn.close()
+
+    def start(self) -> BusyApplication:
+        import threading
+
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(n, share), daemon=True)
+            for n, share in enumerate(self.shares)
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> BusyApplication:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        if self._failure is not None:
+            raise AssertionError(f"the busy application failed: {self._failure!r}")
+        return self
+
+    def wait_for_writes(self, n: int, timeout: float = 20) -> BusyApplication:
+        """Until at least n more writes are committed (a loaded machine is slow)."""
+        target, deadline = self.writes + n, time.monotonic() + timeout
+        while self.writes < target and self._failure is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the busy application made {self.writes} writes in {timeout} s"
+                )
+            time.sleep(0.01)
+        return self
+
+    def __enter__(self) -> BusyApplication:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def lost(self, db: MySqlDatabase | None = None) -> list:
+        found = self.read(db or self.db)
+        return [k for k, m in self.committed.items() if k in found and found[k] != m]
+
+
+def spring_busy_application(
+    db: MySqlDatabase, primary_ids: list[str], *, table: str = "SPRING_SESSION", **kwargs
+) -> BusyApplication:
+    """Spring Session JDBC saving sessions on every request (JdbcIndexedSessionRepository's
+    UPDATE_SESSION_QUERY, then UPDATE_SESSION_ATTRIBUTE_QUERY for the changed attribute, one
+    transaction): LAST_ACCESS_TIME now, EXPIRY_TIME now + MAX_INACTIVE_INTERVAL, the "greeting"
+    attribute (spring_mysql_tables writes one per session) set to the marker. This is the
+    update that deadlocks with Spring's own every-minute DELETE ... WHERE EXPIRY_TIME < ?."""
+
+    def touch(cur, primary_id: str, marker: str) -> None:
+        now_ms = int(time.time() * 1000)
+        cur.execute(
+            f"UPDATE {table} SET SESSION_ID = SESSION_ID, LAST_ACCESS_TIME = %s, "
+            "MAX_INACTIVE_INTERVAL = MAX_INACTIVE_INTERVAL, "
+            "EXPIRY_TIME = %s + MAX_INACTIVE_INTERVAL * 1000, PRINCIPAL_NAME = PRINCIPAL_NAME "
+            "WHERE PRIMARY_ID = %s",
+            (now_ms, now_ms, primary_id),
+        )
+        cur.execute(
+            f"UPDATE {table}_ATTRIBUTES SET ATTRIBUTE_BYTES = %s "
+            "WHERE SESSION_PRIMARY_ID = %s AND ATTRIBUTE_NAME = 'greeting'",
+            (java_serialized_string(marker), primary_id),
+        )
+
+    def read(db: MySqlDatabase) -> dict:
+        rows = db.query(
+            f"SELECT SESSION_PRIMARY_ID, ATTRIBUTE_BYTES FROM {table}_ATTRIBUTES "
+            "WHERE ATTRIBUTE_NAME = 'greeting'"
+        )
+        return {key: bytes(value)[7:].decode() for key, value in rows}
+
+    return BusyApplication(db, primary_ids, touch, read, **kwargs)
+
+
+def django_busy_application(
+    db: MySqlDatabase, keys: list[str], *, table: str = "django_session", **kwargs
+) -> BusyApplication:
+    """Django saving sessions on every request: SessionStore.save() of an existing session is
+    one UPDATE ... SET session_data, expire_date WHERE session_key. The session_data is left as
+    it is (it is signed); what each write leaves is its new expire_date, now + 1 hour in naive
+    UTC to the microsecond, as Django writes it."""
+
+    def touch(cur, key: str, marker: str) -> str:
+        when = (utcnow_naive() + timedelta(hours=1)).isoformat(sep=" ", timespec="microseconds")
+        cur.execute(
+            f"UPDATE {quote(table)} SET session_data = session_data, expire_date = %s "
+            "WHERE session_key = %s",
+            (when, key),
+        )
+        return when
+
+    def read(db: MySqlDatabase) -> dict:
+        rows = db.query(f"SELECT session_key, expire_date FROM {quote(table)}")
+        return {key: value.isoformat(sep=" ", timespec="microseconds") for key, value in rows}
+
+    return BusyApplication(db, keys, touch, read, **kwargs)

@@ -18,6 +18,7 @@ from helpers import ROOT
 from mysql import (
     connect_args,
     create_database,
+    django_busy_application,
     django_clearsessions,
     django_load,
     django_mysql_store,
@@ -30,6 +31,7 @@ from mysql import (
     flask_session_mysql_store,
     java_serialized_string,
     rails_mysql_table,
+    spring_busy_application,
     spring_mysql_tables,
     where,
 )
@@ -344,3 +346,52 @@ def test_a_missing_server_skips_with_one_line_or_fails_under_ci(tmp_path, ci, ou
     ), done.stdout
     assert len(said) == (2 if ci else 1), done.stdout
     assert "Traceback" not in done.stdout and "During handling" not in done.stdout
+
+
+def test_a_busy_spring_application_keeps_every_write_while_springs_own_cleanup_runs(mysql_db):
+    """The application of the deadlock tests: Spring's own save statements on random active
+    sessions, three connections, while Spring's own DELETE runs beside it. Every write it
+    committed is in the table afterwards; the expired sessions are gone."""
+    specs = [1800 if n % 2 else -600 - n for n in range(200)]
+    written = spring_mysql_tables(mysql_db, specs)
+    active = [p for p, s in zip(written.extra["primary_ids"], specs) if s > 0]
+    with spring_busy_application(mysql_db, active, threads=3) as app:
+        app.wait_for_writes(20)
+        removed = mysql_db.execute(
+            "DELETE FROM SPRING_SESSION WHERE EXPIRY_TIME < %s", (int(time.time() * 1000),)
+        )
+        app.wait_for_writes(20)
+    assert removed == 100
+    assert app.writes >= 40 and len(app.committed) > 3, (app.writes, app.errors)
+    assert set(app.committed) <= set(active)
+    assert app.lost() == []
+    assert mysql_db.count("SPRING_SESSION") == 100
+    assert mysql_db.count("SPRING_SESSION_ATTRIBUTES") == 100
+    # What it wrote is Spring's: the session moved forward and the attribute holds the marker.
+    key, marker = next(iter(app.committed.items()))
+    last_access, expiry = mysql_db.query(
+        "SELECT LAST_ACCESS_TIME, EXPIRY_TIME FROM SPRING_SESSION WHERE PRIMARY_ID = %s", (key,)
+    )[0]
+    assert expiry == last_access + 1800 * 1000
+    assert mysql_db.scalar(
+        "SELECT ATTRIBUTE_BYTES FROM SPRING_SESSION_ATTRIBUTES WHERE SESSION_PRIMARY_ID = %s",
+        (key,),
+    ) == java_serialized_string(marker)
+
+
+def test_a_busy_django_application_and_its_lost_writes(mysql_db):
+    written = django_mysql_store(mysql_db, sessions=[3600] * 6)
+    with django_busy_application(mysql_db, written.ids) as app:
+        app.wait_for_writes(20)
+    assert app.writes >= 20 and app.errors == {}
+    assert app.lost() == []
+    # A write behind the application's back (another process moving a session) is noticed.
+    key = next(iter(app.committed))
+    mysql_db.execute(
+        "UPDATE django_session SET expire_date = expire_date + INTERVAL 1 SECOND "
+        "WHERE session_key = %s",
+        (key,),
+    )
+    assert app.lost() == [key]
+    # Django still loads every session the application kept saving.
+    assert all(django_load(mysql_db, written.ids).values())
