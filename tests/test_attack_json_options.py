@@ -197,3 +197,41 @@ def test_idle_from_created_on_a_store_without_a_creation_field_is_refused(cli, t
     assert json.loads(result.stdout)["selected"] == 1
     path.write_text('{"sessions": []}')
     cli(*args, "--idle-from", "created")
+
+
+# --- restore puts back what a cleanup of a JSON file removed ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[1, null, "x", {"session_id":"b","expires_at":"SOON"}, [], 1e400]',
+        '{"sessions":[ 1 , "y", {"session_id":"b","expires_at":"SOON"} ], "v": 2}',
+        '{"a": 1, "b": {"session_id":"b","expires_at":"SOON"}, "c": {"session_id":"c"}, '
+        '"e": {"session_id":"e"}, "d": "str"}',
+    ],
+)
+def test_values_that_are_not_objects_removed_as_invalid_are_restored_as_they_were(
+    cli, tmp_path, text
+):
+    """`cleanup --invalid` removed them (archived), and restore into the same file refused
+    every one ("a JSON file store holds objects only"): the round trip lost them."""
+    path = tmp_path / "sessions.json"
+    path.write_text(text.replace("SOON", SOON))
+    removed = json.loads(cli("cleanup", "-s", f"json:{path}", "--invalid", "-f", "json").stdout)
+    assert removed["deleted"] >= 2
+    result = cli("restore", removed["archive"], "-s", f"json:{path}", "-f", "json")
+    assert json.loads(result.stdout)["restored"] == removed["deleted"]
+    back = json.loads(path.read_text())
+    original = json.loads(text.replace("SOON", SOON))
+    if isinstance(original, dict) and "sessions" in original:
+        back, original = back["sessions"], original["sessions"]
+    if isinstance(original, list):
+        assert sorted(map(json.dumps, back)) == sorted(map(json.dumps, original))
+    else:
+        assert back == original
+    # A second restore adds nothing.
+    again = json.loads(
+        cli("restore", removed["archive"], "-s", f"json:{path}", "-f", "json").stdout
+    )
+    assert again["restored"] == 0

@@ -4,6 +4,7 @@ through a temp file and a rename, with the previous file kept as `.bak`."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import json
@@ -781,7 +782,7 @@ class JsonFileStore(Store):
             if session_id is None and not keyed:
                 if existing_records is None:
                     existing_records = {canonical_bytes(item) for _, item in document.items()}
-                content = canonical_bytes(entry.get("record"))
+                content = canonical_bytes(_archived_value(entry))
                 if content in existing_records:
                     skipped += 1
                     continue
@@ -808,6 +809,14 @@ class JsonFileStore(Store):
         key is its id (the key it had when the archive came from such an object), and its id
         goes where the mapping reads it. None if it can go in, else why not (one sentence)."""
         record = entry.get("record")
+        if record is None and source_kind == self.kind and (text := _own_value_text(entry)):
+            # A value that is not an object (`1`, `null`, `"x"`), removed from a JSON file as
+            # invalid: its own text goes back, into an array or under its key.
+            entry["raw_json"] = text
+            document = self._document or self.load()
+            if not isinstance(document.container, list) and not isinstance(entry.get("key"), str):
+                return "it has no key to put it under"
+            return None
         if not isinstance(record, dict):
             return (
                 "the archive holds no JSON object for it (it did not parse in its store), "
@@ -827,6 +836,24 @@ class JsonFileStore(Store):
             return "it has no id to key it by"
         entry["key"] = session_id
         return None
+
+
+def _own_value_text(entry: dict) -> str | None:
+    """The archived text of a JSON value that is not an object, if it is one."""
+    try:
+        text = base64.b64decode(entry.get("raw_b64") or "", validate=True).decode("utf-8")
+        json.loads(text.lstrip("\ufeff"))
+    except (ValueError, TypeError, RecursionError):
+        return None
+    return text if text.strip() else None
+
+
+def _archived_value(entry: dict) -> Any:
+    """What an archived entry holds: its record, or the value its own text says."""
+    if entry.get("record") is None and isinstance(entry.get("raw_json"), str):
+        with contextlib.suppress(ValueError, RecursionError):
+            return json.loads(entry["raw_json"].lstrip("\ufeff"))
+    return entry.get("record")
 
 
 def _identity(info: os.stat_result) -> tuple:
