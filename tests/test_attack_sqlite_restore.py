@@ -3,6 +3,7 @@ operator or a buggy application would make them: each test is a problem found th
 
 import gzip
 import json
+import os
 import sqlite3
 import time
 
@@ -332,3 +333,34 @@ def test_blobs_and_infinities_of_a_table_are_refused_by_json_stores(cli, tmp_pat
         else "".join(p.read_text() for p in sorted(target.iterdir()))
     )
     assert "$b64" not in text and "$float" not in text and '"plain"' in text
+
+
+# --- a read-only folder ----------------------------------------------------------------------
+
+
+@PUSHDOWN
+@pytest.mark.parametrize("journal", ["delete", "wal"])
+def test_a_database_in_a_read_only_folder_is_left_alone_even_by_root(
+    cli, tmp_path, monkeypatch, pushdown, journal
+):
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("this test needs root, and CI runs the suite as root")
+        pytest.skip("needs root (whom os.access lets write anywhere)")
+    monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    db = make_db(
+        folder / "s.db",
+        f"PRAGMA journal_mode = {journal}; CREATE TABLE django_session(session_key TEXT "
+        "PRIMARY KEY, session_data TEXT, expire_date TEXT);",
+        {"django_session": [(f"k{i}", "d", past()) for i in range(3)]},
+    )
+    before = dump(db, "django_session")
+    os.chmod(folder, 0o555)
+    try:
+        result = cli("cleanup", "--expired", "-s", db, "-f", "json", code=3)
+        assert "read-only" in result.stderr
+        assert dump(db, "django_session") == before
+    finally:
+        os.chmod(folder, 0o755)

@@ -317,7 +317,9 @@ class SqliteStore(TableStore):
                 f"{self.path} is read-only (mode {info.st_mode & 0o7777:04o}); nothing was changed",
                 "make it writable to clean it up",
             )
-        if not os.access(self.path.parent, os.W_OK | os.X_OK):
+        folder = self.path.parent.stat().st_mode
+        # A folder made read-only (chmod a-w) too, even for root, as a JSON folder store is.
+        if not folder & 0o222 or not os.access(self.path.parent, os.W_OK | os.X_OK):
             raise store_error(
                 f"cannot write in {self.path.parent}: permission denied or read-only "
                 f"(SQLite keeps its journal beside {self.path.name}); nothing was changed"
