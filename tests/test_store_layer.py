@@ -334,3 +334,22 @@ def test_the_base_store_declares_every_capability_with_a_default():
     assert base.Store.shape == DOCUMENT and base.Store.table is None
     assert base.Store.columns is None and base.Store.natural_batch == 1
     assert base.StoreSettings().busy_timeout == 5.0
+
+
+def test_store_settings_come_from_the_settings_of_their_names():
+    settings = base.StoreSettings.from_settings({"busy_timeout": 0.25, "max_age": 60})
+    assert settings == base.StoreSettings(busy_timeout=0.25)
+    assert base.StoreSettings.from_settings({"busy_timeout": None}).busy_timeout == 5.0
+
+
+def test_the_busy_timeout_setting_reaches_the_store(tmp_path):
+    from sessionctl.app.config import Config
+    from sessionctl.app.context import StoreRequest, open_context
+
+    store = build(tmp_path, "dj", "django", "sqlite", [], n=4)
+    request = StoreRequest(store=str(store.path), overrides={"busy_timeout": 0.25})
+    ctx = open_context(Config(path=None, chosen_by=None), request, time.time())
+    try:
+        assert ctx.store.settings.busy_timeout == 0.25
+    finally:
+        ctx.close()

@@ -117,11 +117,12 @@ def open_context(config: Config, request: StoreRequest, now: float) -> StoreCont
     preset_name = request.preset or table_config.get("preset") or config.defaults.get("preset")
     preset = get_preset(preset_name) if preset_name else None
 
-    # The busy timeout is needed to open the store; everything else once we know the preset.
+    # What the store needs to open (busy timeout, ...) comes first; the rest once the preset
+    # is known.
     early = store_settings(
         config, name, preset.policy if preset else None, preset_name, request.overrides
     )
-    store = open_store(spec, StoreSettings(busy_timeout=early["busy_timeout"]))
+    store = open_store(spec, StoreSettings.from_settings(early))
     try:
         keys, sample = store.sample()
         if preset is None:

@@ -12,7 +12,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 from urllib.parse import parse_qs
@@ -71,6 +71,13 @@ class StoreSettings:
     every one has a default)."""
 
     busy_timeout: float = 5.0
+
+    @classmethod
+    def from_settings(cls, settings) -> StoreSettings:
+        """Each field from the effective setting of the same name (anything with `.get`),
+        where one is set: a new field needs only a setting of its name."""
+        given = {f.name: settings.get(f.name) for f in fields(cls)}
+        return cls(**{name: value for name, value in given.items() if value is not None})
 
 
 def file_address(
