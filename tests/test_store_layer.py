@@ -251,6 +251,12 @@ def test_history_of_runs_logged_before_addresses_still_matches(cli, tmp_path, st
     (state_dir / "audit.log").write_text(json.dumps(old) + "\n")
     report = json.loads(cli("history", "--store", gone, "-f", "json").stdout)
     assert report["totals"]["cleaned"] == 7
+    config = tmp_path / "c.toml"
+    config.write_text('[stores.web]\npreset = "django"\n')
+    old["store"] = "web"
+    (state_dir / "audit.log").write_text(json.dumps(old) + "\n")
+    report = json.loads(cli("--config", config, "history", "--store", "web", "-f", "json").stdout)
+    assert report["totals"]["cleaned"] == 7
 
 
 # --- presets by shape ------------------------------------------------------------------------

@@ -21,9 +21,16 @@ KNOWN_KINDS: tuple[tuple[str, tuple[str, ...], str, str, bool], ...] = (
     ("jsondir", ("jsondir",), "sessionctl.stores.jsondir", "JsonDirStore", True),
     ("sqlite", ("sqlite",), "sessionctl.stores.sql.sqlite", "SqliteStore", True),
     ("json", ("json",), "sessionctl.stores.jsonfile", "JsonFileStore", True),
+    (
+        "postgresql",
+        ("postgresql", "postgres"),
+        "sessionctl.stores.sql.postgres",
+        "PostgresStore",
+        False,
+    ),
 )
 #: Schemes with a kind that is not written yet.
-_PLANNED = ("postgresql", "postgres", "mysql", "redis", "php")
+_PLANNED = ("mysql", "redis", "php")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
@@ -90,7 +97,10 @@ def detect_kind(text: str) -> str:
 
 def history_address(text: str, name: str | None = None) -> Address:
     """`parse_address`, except that a bare path nothing can be told about any more (the store
-    is gone) still gives an address, naming only its path: its history is worth seeing."""
+    is gone) still gives an address, naming only its path: its history is worth seeing. A
+    configured name without an address is known by its name alone."""
+    if not text.strip() and name:
+        return Address(kind="", display=name, identity=name, pinned=name, name=name)
     try:
         return parse_address(text, name)
     except SessionctlError as exc:
