@@ -21,6 +21,7 @@ from mysql import (
     django_busy_application,
     django_clearsessions,
     django_load,
+    django_mysql_bulk,
     django_mysql_store,
     drop_database,
     express_mysql_session_load,
@@ -395,3 +396,20 @@ def test_a_busy_django_application_and_its_lost_writes(mysql_db):
     assert app.lost() == [key]
     # Django still loads every session the application kept saving.
     assert all(django_load(mysql_db, written.ids).values())
+
+
+def test_a_large_django_store_made_fast_loads_in_django(mysql_db):
+    made = django_mysql_bulk(mysql_db, 2000, expired_percent=30)
+    assert made == {"rows": 2000, "expired": 600, "template": made["template"]}
+    assert mysql_db.count("django_session") == 2000
+    keys = [r[0] for r in mysql_db.query("SELECT session_key FROM django_session LIMIT 3")]
+    assert all(len(k) == 32 for k in keys)
+    active = mysql_db.query(
+        "SELECT session_key FROM django_session WHERE expire_date > UTC_TIMESTAMP(6) LIMIT 2"
+    )
+    assert all(
+        v == {"user_id": 1, "_session_expiry": 3600}
+        for v in django_load(mysql_db, [r[0] for r in active]).values()
+    )
+    result = django_clearsessions(mysql_db)
+    assert (result["removed"], result["after"]) == (600, 1400)
