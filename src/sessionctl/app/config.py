@@ -39,6 +39,10 @@ STORE_SETTINGS: dict[str, tuple[Any, str]] = {
     "batch_size": (None, "count"),
     "pause": (0.0, "duration"),
     "busy_timeout": (5.0, "duration"),
+    "password_env": (None, "text"),
+    "password_file": (None, "path"),
+    "lock_timeout": (2.0, "duration"),
+    "statement_timeout": (60.0, "duration"),
     "archive": (True, "bool"),
     "archive_dir": (None, "path"),
     "lock": ("state", "lock"),
@@ -332,6 +336,10 @@ STARTER_TEMPLATE = """\
 #   hook_timeout   how long on_delete may run (30s)
 #   batch_size     sessions per delete transaction (SQLite), pause: sleep between batches
 #   busy_timeout   how long to wait for a locked SQLite database (5s)
+#   password_env   PostgreSQL: the environment variable holding the password
+#   password_file  PostgreSQL: a file (mode 0600) holding the password
+#   lock_timeout   PostgreSQL: how long a delete waits for a row the application holds (2s)
+#   statement_timeout  PostgreSQL: the longest any statement of the tool may run (60s)
 #   archive        keep removed sessions in a gzip'd NDJSON archive (true)
 #   archive_dir    where archives go (default: the state folder)
 #   lock           "state" (one cleanup at a time on this host) or "store" (also a lock file

@@ -71,6 +71,12 @@ class StoreSettings:
     every one has a default)."""
 
     busy_timeout: float = 5.0
+    #: PostgreSQL: the environment variable holding the password, or a 0600 file with it.
+    password_env: str | None = None
+    password_file: str | None = None
+    #: PostgreSQL: how long the tool's statements wait for a row lock, and run at most.
+    lock_timeout: float = 2.0
+    statement_timeout: float = 60.0
 
     @classmethod
     def from_settings(cls, settings) -> StoreSettings:

@@ -1,0 +1,729 @@
+"""A session table in PostgreSQL, through psycopg 3 (imported only when such a store is used).
+
+Addresses: `postgresql://USER@HOST:PORT/DB?table=NAME&schema=NAME` (or `postgres://`); HOST may
+be a Unix socket folder (`%2Fvar%2Frun%2Fpostgresql`, or `?host=/var/run/postgresql`), and
+anything left out comes from libpq's own sources (PGHOST, PGUSER, PGPASSWORD, ~/.pgpass, service
+files): the conninfo handed to libpq carries no password unless one was given, so libpq finds it
+as psql does. A password comes from `password_env` / `password_file` settings, or from the
+address itself (which works, with a warning); it never appears in what is shown or stored.
+
+Reads stream through a server-side cursor. Removal goes batch by batch in short transactions
+in primary-key order, with `lock_timeout` and `statement_timeout` set on the tool's own session:
+re-read the batch (FOR UPDATE), keep only rows still exactly as selected, archive them with the
+rows their delete cascades to, DELETE, COMMIT. A batch that meets a deadlock or a lock timeout
+is retried with backoff, then reported. One run per store across hosts: `pg_try_advisory_lock`
+on a key derived from the store's identity, held on a connection of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import decimal
+import hashlib
+import os
+import re
+import stat
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ...domain.errors import SessionctlError, busy_error, store_error, usage_error
+from ...domain.mapping import CANDIDATES, norm_name
+from ...domain.model import Record
+from ..base import Address, ArchiveFn, Candidate, RemoveOutcome, StoreSettings, canonical_bytes
+from .table import READ_PAGE, TableStore, decode_value, quote_identifier
+
+SCHEMES = ("postgresql", "postgres")
+#: Parameters an address takes besides the table and schema (handed to libpq as they are).
+LIBPQ_PARAMETERS = ("host", "port", "sslmode", "sslrootcert", "service", "connect_timeout")
+PARAMETERS = ("table", "schema", *LIBPQ_PARAMETERS)
+INSTALL_HINT = (
+    "install the driver: pip install 'sessionctl[postgres]' "
+    "(or pipx inject sessionctl 'psycopg[binary]')"
+)
+#: Retries of a batch that met a deadlock or a lock timeout, and the first pause between them.
+RETRIES = 4
+BACKOFF = 0.2
+#: Naive-timestamp tables whose framework writes them in the connection's TimeZone
+#: (connect-pg-simple: `expire < to_timestamp(now)`); other naive columns are read as written.
+SERVER_ZONE_TABLES = {("session", "expire")}
+
+
+def _psycopg():
+    try:
+        import psycopg
+    except ImportError:
+        raise store_error(
+            "PostgreSQL stores need psycopg 3, which is not installed", INSTALL_HINT
+        ) from None
+    return psycopg
+
+
+def _split_host(netloc: str) -> tuple[str | None, str | None]:
+    """(host, port) of the part of a URL after any `user@`; a socket folder percent-encoded."""
+    hostport = netloc.rpartition("@")[2]
+    if hostport.startswith("["):
+        host, _, rest = hostport[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+    elif ":" in hostport:
+        host, _, port = hostport.rpartition(":")
+    else:
+        host, port = hostport, None
+    return (unquote(host) or None), (port or None)
+
+
+def parse_postgres_address(text: str) -> Address:
+    text = text.strip()
+    url = urlsplit(text)
+    if url.scheme.lower() not in SCHEMES:
+        raise usage_error(f"store {text.split(':')[0]}: is not a PostgreSQL address")
+    userinfo = url.netloc.rpartition("@")[0] if "@" in url.netloc else ""
+    user, colon, password = userinfo.partition(":")
+    user = unquote(user) or None
+    secret = unquote(password) if colon else None
+    host, port = _split_host(url.netloc)
+    shown_scheme = url.scheme.lower()
+    if port is not None and not port.isdigit():
+        raise usage_error(f"store {shown_scheme}://{host or ''}:{port}: the port is not a number")
+    dbname = unquote(url.path[1:]) if url.path.startswith("/") else ""
+    pairs = parse_qsl(url.query, keep_blank_values=True)
+    params: dict[str, str] = {}
+    for key, value in pairs:
+        if key not in PARAMETERS:
+            raise usage_error(
+                f"store {shown_scheme}://...: unknown parameter {key!r}",
+                f"a PostgreSQL address takes {', '.join(PARAMETERS)}",
+            )
+        if key in params:
+            raise usage_error(f"store {shown_scheme}://...: {key}= given twice")
+        if not value.strip():
+            raise usage_error(f"store {shown_scheme}://...: empty {key}", f"give ?{key}=NAME")
+        params[key] = value
+    if host is not None:
+        params.setdefault("host", host)
+    if port is not None:
+        params.setdefault("port", port)
+    if user:
+        params["user"] = user
+    if dbname:
+        params["dbname"] = dbname
+    display = _display(params)
+    return Address(
+        kind="postgresql",
+        display=display,
+        identity=display,
+        pinned=display,
+        params=tuple(sorted(params.items())),
+        secret=secret,
+    )
+
+
+def _display(params: dict[str, str]) -> str:
+    """A postgresql:// URL of the parameters, never with a password."""
+    from urllib.parse import quote
+
+    host = params.get("host", "")
+    shown_host = quote(host, safe="") if host.startswith("/") else host
+    if ":" in shown_host:
+        shown_host = f"[{shown_host}]"
+    netloc = (quote(params["user"], safe="") + "@" if params.get("user") else "") + shown_host
+    if params.get("port"):
+        netloc += ":" + params["port"]
+    query = "&".join(
+        f"{key}={params[key]}"
+        for key in ("table", "schema", "sslmode", "sslrootcert", "service", "connect_timeout")
+        if key in params
+    )
+    path = "/" + quote(params.get("dbname", ""), safe="")
+    return f"postgresql://{netloc}{path}" + (f"?{query}" if query else "")
+
+
+def read_password_file(path: str) -> str:
+    """The first line of a password file, refused unless only its owner can read it."""
+    target = Path(path).expanduser()
+    try:
+        info = target.stat()
+    except OSError as exc:
+        raise usage_error(f"password_file {target}: {exc.strerror or exc}") from None
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise usage_error(
+            f"password_file {target} is readable by others (mode {info.st_mode & 0o777:04o})",
+            f"chmod 600 {target}",
+        )
+    try:
+        return target.read_text().splitlines()[0] if target.read_text() else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise usage_error(f"cannot read password_file {target}: {exc}") from None
+
+
+def _json_value(value):
+    """A value as the tool's records carry it (JSON-able, exact where it matters)."""
+    if value is None or isinstance(value, (str, int, float, bool, bytes)):
+        return value
+    if isinstance(value, memoryview):
+        return bytes(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (dict, list)):
+        return value
+    return str(value)
+
+
+class PostgresDialect:
+    """PostgreSQL for the judge: not written yet; the store judges in Python meanwhile."""
+
+    def key_problem(self, store) -> str:
+        return "the SQL judge has no PostgreSQL dialect yet"
+
+
+class PostgresStore(TableStore):
+    kind = "postgresql"
+    schemes = SCHEMES
+    shape = "table"
+    mark = "%s"
+    text_bytes_mark = "%s"
+    table_hint = "postgresql://...?table=NAME"
+    dialect = PostgresDialect()
+    natural_batch = 500
+    no_pushdown_reason = "PostgreSQL rows are judged in Python (no SQL judge for it yet)"
+
+    @classmethod
+    def parse_address(cls, text: str) -> Address:
+        return parse_postgres_address(text)
+
+    def __init__(self, address: Address, settings: StoreSettings | None = None):
+        super().__init__(address, settings)
+        self.psycopg = _psycopg()
+        self.integrity_errors = (self.psycopg.errors.IntegrityError,)
+        params = dict(address.params)
+        self.where_text = (
+            f"{params.get('host') or os.environ.get('PGHOST') or 'localhost'}:"
+            f"{params.get('port') or os.environ.get('PGPORT') or 5432}, database "
+            f"{params.get('dbname') or os.environ.get('PGDATABASE') or '(default)'}"
+        )
+        self._password = self._find_password(address)
+        self._reader = self._connect()
+        self._writer = None
+        self._write_checked = False
+        self.schema = params.get("schema") or self.query("SELECT current_schema()")[0][0]
+        self.server_zone = self.query("SHOW TimeZone")[0][0]
+        self.table = self._choose_table(params.get("table"))
+        self.columns = self._columns(self.table)
+        self.column_types = self._column_types(self.table)
+        self.key_column = self._key_column()
+        self._children = self._cascade_children()
+        info = self._reader.info
+        identity = (
+            f"postgresql://{info.host}:{info.port}/{info.dbname}"
+            f"?schema={self.schema}&table={self.table}"
+        )
+        self.address = replace(address, identity=identity)
+
+    # -- connections and errors ------------------------------------------------------------
+
+    def _find_password(self, address: Address) -> str | None:
+        settings = self.settings
+        env_name = getattr(settings, "password_env", None)
+        file_name = getattr(settings, "password_file", None)
+        if env_name:
+            if env_name not in os.environ:
+                raise usage_error(f"password_env names ${env_name}, which is not set")
+            return os.environ[env_name]
+        if file_name:
+            return read_password_file(str(file_name))
+        if address.secret is not None:
+            print(
+                "sessionctl: warning: a password written in the store address; use "
+                "password_env, password_file or ~/.pgpass (it is never shown or stored)",
+                file=sys.stderr,
+            )
+            return address.secret
+        return None  # libpq's own sources: PGPASSWORD, ~/.pgpass, service files
+
+    @property
+    def where(self) -> str:
+        return f"PostgreSQL at {self.where_text}"
+
+    def _conninfo(self) -> str:
+        from psycopg.conninfo import make_conninfo
+
+        params = {k: v for k, v in self.address.params if k not in ("table", "schema")}
+        if self._password is not None:
+            params["password"] = self._password
+        params.setdefault("application_name", "sessionctl")
+        params.setdefault("connect_timeout", "10")
+        return make_conninfo("", **params)
+
+    def _connect(self):
+        with self.translate_errors("connect to"):
+            conn = self.psycopg.connect(self._conninfo(), autocommit=True)
+            settings = self.settings
+            lock_timeout = getattr(settings, "lock_timeout", 2.0)
+            statement_timeout = getattr(settings, "statement_timeout", 60.0)
+            conn.execute(f"SET lock_timeout = {int(lock_timeout * 1000)}")
+            conn.execute(f"SET statement_timeout = {int(statement_timeout * 1000)}")
+        return conn
+
+    def _scrub(self, text: str) -> str:
+        text = " ".join(str(text).split())
+        if self._password:
+            text = text.replace(self._password, "***")
+        secret = self.address.secret
+        if secret:
+            text = text.replace(secret, "***")
+        return text
+
+    @contextlib.contextmanager
+    def translate_errors(self, doing: str):
+        psycopg = self.psycopg
+        try:
+            yield
+        except SessionctlError:
+            raise
+        except psycopg.errors.LockNotAvailable:
+            raise
+        except psycopg.errors.DeadlockDetected:
+            raise
+        except psycopg.errors.InsufficientPrivilege as exc:
+            reason = self._scrub(exc.diag.message_primary or exc)
+            raise store_error(f"cannot {doing} {self.where}: {reason}") from None
+        except psycopg.errors.QueryCanceled:
+            raise store_error(
+                f"{self.where}: a statement ran past statement_timeout; nothing half-removed",
+                "raise statement_timeout or lower batch_size",
+            ) from None
+        except psycopg.OperationalError as exc:
+            raise store_error(f"cannot {doing} {self.where}: {self._reason(exc)}") from None
+        except psycopg.Error as exc:
+            raise store_error(f"cannot {doing} {self.where}: {self._scrub(exc)}") from None
+
+    def _reason(self, exc) -> str:
+        text = self._scrub(exc)
+        lowered = text.lower()
+        if "password authentication failed" in lowered:
+            return "password authentication failed (wrong password or user)"
+        if "no password supplied" in lowered:
+            return "the server wants a password (set password_env, password_file or ~/.pgpass)"
+        match = re.search(r'database "([^"]*)" does not exist', text)
+        if match:
+            return f"database {match.group(1)!r} does not exist"
+        if "connection refused" in lowered or "could not connect" in lowered:
+            return "the server is not answering (connection refused or no such socket)"
+        if "terminating connection" in lowered or "server closed the connection" in lowered:
+            return "the server closed the connection"
+        if "timeout expired" in lowered:
+            return "the server did not answer in time"
+        return text.removeprefix("connection failed: ")
+
+    def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    def query(self, sql: str, params=()) -> list[tuple]:
+        with self.translate_errors("read"):
+            return self._reader.execute(sql, params or None).fetchall()
+
+    def fetch_rows(self, conn, sql: str, params=()) -> list[tuple]:
+        return conn.execute(sql, list(params) or None).fetchall()
+
+    def _writer_conn(self):
+        if self._writer is None:
+            self._check_writable()
+            self._writer = self._connect()
+        return self._writer
+
+    def _check_writable(self) -> None:
+        """Before anything is archived: the DELETE privilege on the table (and on the tables
+        its cascades reach, which the delete removes from too)."""
+        if self._write_checked:
+            return
+        for table in [self.table, *self.cascade_tables()]:
+            name = f"{quote_identifier(self.schema)}.{quote_identifier(table)}"
+            allowed = self.query("SELECT has_table_privilege(%s, 'DELETE')", (name,))[0][0]
+            if not allowed:
+                raise store_error(
+                    f"no DELETE privilege on {self.schema}.{table} at {self.where_text}; "
+                    "nothing was changed",
+                    f"GRANT SELECT, DELETE ON {self.schema}.{table} TO the tool's user",
+                )
+        self._write_checked = True
+
+    def begin_write(self, conn) -> None:
+        conn.execute("BEGIN")
+
+    def begin_read(self, conn) -> None:
+        conn.execute("BEGIN")
+
+    def rollback(self, conn) -> None:
+        with contextlib.suppress(Exception):
+            conn.execute("ROLLBACK")
+
+    # -- schema ----------------------------------------------------------------------------
+
+    @property
+    def qualified(self) -> str:
+        return f"{quote_identifier(self.schema)}.{quote_identifier(self.table)}"
+
+    def tables(self) -> list[str]:
+        rows = self.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s"
+            " AND table_type = 'BASE TABLE' ORDER BY table_name",
+            (self.schema,),
+        )
+        return [name for (name,) in rows]
+
+    def _choose_table(self, wanted: str | None) -> str:
+        tables = self.tables()
+        if wanted and wanted not in tables:
+            matching = [name for name in tables if name.lower() == wanted.lower()]
+            if len(matching) == 1:
+                return matching[0]
+            session_like = [t for t in tables if _looks_like_sessions(self._columns(t))]
+            raise store_error(
+                f"{self.where} has no table {self.schema}.{wanted} (session-like tables: "
+                f"{', '.join(session_like) or 'none'})"
+            )
+        return super()._choose_table(wanted)
+
+    def _columns(self, table: str) -> list[str]:
+        return [name for name, _ in self._column_types(table).items()]
+
+    def _column_types(self, table: str) -> dict[str, str]:
+        rows = self.query(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+            " WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped"
+            " ORDER BY a.attnum",
+            (f"{quote_identifier(self.schema)}.{quote_identifier(table)}",),
+        )
+        return dict(rows)
+
+    def _primary_columns(self, table: str) -> list[str]:
+        rows = self.query(
+            "SELECT a.attname FROM pg_index i JOIN LATERAL unnest(i.indkey) WITH ORDINALITY"
+            " AS k(attnum, n) ON TRUE JOIN pg_attribute a ON a.attrelid = i.indrelid"
+            " AND a.attnum = k.attnum WHERE i.indrelid = %s::regclass AND i.indisprimary"
+            " ORDER BY k.n",
+            (f"{quote_identifier(self.schema)}.{quote_identifier(table)}",),
+        )
+        return [name for (name,) in rows]
+
+    def _key_column(self) -> str:
+        primary = self._primary_columns(self.table)
+        if len(primary) != 1:
+            raise store_error(
+                f"table {self.schema}.{self.table} has no single-column primary key",
+                "sessionctl addresses rows one by one by their primary key",
+            )
+        return primary[0]
+
+    def cascading_keys(self, table: str) -> list[tuple[str, tuple, tuple]]:
+        rows = self.query(
+            "SELECT p.relname,"
+            " ARRAY(SELECT attname FROM unnest(c.conkey) WITH ORDINALITY k(n, i)"
+            "   JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),"
+            " ARRAY(SELECT attname FROM unnest(c.confkey) WITH ORDINALITY k(n, i)"
+            "   JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)"
+            " FROM pg_constraint c JOIN pg_class p ON p.oid = c.confrelid"
+            " JOIN pg_namespace ns ON ns.oid = p.relnamespace"
+            " WHERE c.contype = 'f' AND c.confdeltype = 'c' AND c.conrelid = %s::regclass"
+            " AND ns.nspname = %s",
+            (f"{quote_identifier(self.schema)}.{quote_identifier(table)}", self.schema),
+        )
+        return [(parent, tuple(child), tuple(par)) for parent, child, par in rows]
+
+    def delete_triggers(self) -> list[tuple[str, str]]:
+        """(table, trigger) for user DELETE triggers on our table or a table its cascades
+        reach (the foreign keys' own triggers are internal and left out)."""
+        found = []
+        for table in [self.table, *self.cascade_tables()]:
+            rows = self.query(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass"
+                " AND NOT tgisinternal AND (tgtype & 8) <> 0 ORDER BY tgname",
+                (f"{quote_identifier(self.schema)}.{quote_identifier(table)}",),
+            )
+            found.extend((table, name) for (name,) in rows)
+        return found
+
+    def _index_rows(self) -> list[tuple[bool, bool, list[str]]]:
+        return [
+            (unique, primary, list(names))
+            for unique, primary, names in self.query(
+                "SELECT i.indisunique, i.indisprimary, ARRAY(SELECT a.attname FROM"
+                " unnest(i.indkey) WITH ORDINALITY k(n, o) JOIN pg_attribute a ON"
+                " a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.o)"
+                " FROM pg_index i WHERE i.indrelid = %s::regclass",
+                (self.qualified,),
+            )
+        ]
+
+    def indexed_columns(self) -> set[str]:
+        return {names[0].lower() for _, _, names in self._index_rows() if names}
+
+    def index_statement(self, column: str) -> str:
+        """What would make the expiry query cheap (sessionctl never runs it)."""
+        return f"CREATE INDEX CONCURRENTLY ON {self.qualified} ({quote_identifier(column)})"
+
+    def unique_fields(self) -> set[str]:
+        return {names[0] for unique, _, names in self._index_rows() if unique and len(names) == 1}
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _select(self) -> str:
+        parts = [quote_identifier(self.key_column)]
+        for column in self.columns:
+            x = quote_identifier(column)
+            kind = self.column_types.get(column, "")
+            if (self.table.lower(), column.lower()) in SERVER_ZONE_TABLES and kind.startswith(
+                "timestamp without"
+            ):
+                # Written in the connection's TimeZone: read as the framework reads it.
+                x = f"{x}::timestamptz"
+            parts.append(x)
+        return f"SELECT {', '.join(parts)} FROM {self.qualified}"
+
+    def _record(self, row: tuple) -> Record:
+        return self.make_record(row[0], [_json_value(v) for v in row[1:]])
+
+    def iter_records(self) -> Iterator[Record]:
+        """Every row in key order through a server-side cursor (one read transaction)."""
+        with self.translate_errors("read"):
+            conn = self._reader
+            with conn.transaction():
+                cursor = conn.cursor(name=f"sessionctl_{os.getpid()}")
+                cursor.itersize = READ_PAGE
+                cursor.execute(f"{self._select()} ORDER BY {self.key_sql}")
+                for row in cursor:
+                    yield self._record(row)
+                cursor.close()
+
+    def sample(self, limit: int = 50) -> tuple[list[str], list[dict]]:
+        rows = self.query(f"{self._select()} LIMIT {int(limit)}")
+        return list(self.columns), [
+            dict(zip(self.columns, (_json_value(v) for v in row[1:]))) for row in rows
+        ]
+
+    def find(self, session_id: str, id_path: str | None) -> Record | None:
+        if id_path and id_path in self.columns:
+            rows = self.query(
+                f"{self._select()} WHERE {quote_identifier(id_path)}::text = %s LIMIT 1",
+                (session_id,),
+            )
+            return self._record(rows[0]) if rows else None
+        return super().find(session_id, id_path)
+
+    def same_text(self, column: str) -> str:
+        return f"{quote_identifier(column)}::text = %s"
+
+    def count(self) -> int:
+        return self.query(f"SELECT COUNT(*) FROM {self.qualified}")[0][0]
+
+    def size_bytes(self) -> int:
+        return self.query("SELECT pg_total_relation_size(%s::regclass)", (self.qualified,))[0][0]
+
+    def dead_rows(self) -> int | None:
+        rows = self.query(
+            "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = %s::regclass",
+            (self.qualified,),
+        )
+        return rows[0][0] if rows else None
+
+    def describe(self) -> dict:
+        naive = [c for c, t in self.column_types.items() if t.startswith("timestamp without")]
+        zone = [c for c in naive if (self.table.lower(), c.lower()) in SERVER_ZONE_TABLES]
+        return {
+            "kind": self.kind,
+            "address": self.address.display,
+            "server": self.where_text,
+            "schema": self.schema,
+            "table": self.table,
+            "columns": list(self.columns),
+            "column_types": dict(self.column_types),
+            "key": self.key_column,
+            "server_timezone": self.server_zone,
+            "naive_times_read_in_server_timezone": zone,
+            "indexed_columns": sorted(self.indexed_columns()),
+            "cascades_to": self.cascade_tables(),
+            "delete_triggers": [f"{name} on {table}" for table, name in self.delete_triggers()],
+            "rows": self.count(),
+        }
+
+    def notes(self) -> list[str]:
+        """Lines for --explain about how this store is read."""
+        out = []
+        for column, kind in self.column_types.items():
+            if kind.startswith("timestamp without"):
+                if (self.table.lower(), column.lower()) in SERVER_ZONE_TABLES:
+                    out.append(
+                        f"{column} is a timestamp without time zone, read in the server's "
+                        f"TimeZone ({self.server_zone}) as the application writes it"
+                    )
+                else:
+                    out.append(f"{column} is a timestamp without time zone, read as written")
+        return out
+
+    # -- removing --------------------------------------------------------------------------
+
+    def fingerprint(self, record: Record) -> Any:
+        if record.data is None:
+            return hash(record.raw)
+        return hashlib.sha256(canonical_bytes(record.data)).hexdigest()
+
+    def _fetch(self, conn, keys: list) -> dict[Any, Record]:
+        found = {}
+        key = self.key_sql
+        lock = " FOR UPDATE" if conn is self._writer else ""
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            sql = f"{self._select()} WHERE {key} = ANY(%s) ORDER BY {key}{lock}"
+            for row in conn.execute(sql, (chunk,)).fetchall():
+                found[row[0]] = self._record(row)
+        return found
+
+    def delete_keys(self, conn, keys: list) -> dict:
+        conn.execute("SAVEPOINT sessionctl_delete")
+        try:
+            conn.execute(f"DELETE FROM {self.qualified} WHERE {self.key_sql} = ANY(%s)", (keys,))
+            conn.execute("RELEASE SAVEPOINT sessionctl_delete")
+            return {}
+        except self.integrity_errors:
+            conn.execute("ROLLBACK TO SAVEPOINT sessionctl_delete")
+        failed = {}
+        for value in keys:
+            conn.execute("SAVEPOINT sessionctl_one")
+            try:
+                conn.execute(f"DELETE FROM {self.qualified} WHERE {self.key_sql} = %s", (value,))
+                conn.execute("RELEASE SAVEPOINT sessionctl_one")
+            except self.integrity_errors as exc:
+                conn.execute("ROLLBACK TO SAVEPOINT sessionctl_one")
+                failed[value] = f"database refused: {self._scrub(exc)}"
+        conn.execute("RELEASE SAVEPOINT sessionctl_delete")
+        return failed
+
+    def remove(self, candidates: list[Candidate], archive: ArchiveFn) -> RemoveOutcome:
+        """One short transaction in key order; a deadlock or lock timeout is retried with
+        backoff (nothing of the batch was archived or removed then), then reported."""
+        candidates = sorted(candidates, key=lambda c: (str(type(c.key)), c.key))
+        psycopg = self.psycopg
+        pause = BACKOFF
+        for attempt in range(RETRIES + 1):
+            try:
+                return super().remove(candidates, archive)
+            except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
+                if attempt == RETRIES:
+                    what = (
+                        "a deadlock"
+                        if isinstance(exc, psycopg.errors.DeadlockDetected)
+                        else ("rows the application holds locked")
+                    )
+                    raise busy_error(
+                        f"{self.where}: a batch met {what} {RETRIES + 1} times; it stays as it "
+                        "was, and what was removed before is archived",
+                        "run again later, or lower batch_size",
+                    ) from None
+                time.sleep(pause)
+                pause *= 2
+        raise AssertionError("unreachable")
+
+    def _attach_children(self, conn, rows: list[Record]) -> None:
+        super()._attach_children(conn, rows)
+        for row in rows:
+            for table_rows in (row.children or {}).values():
+                for child in table_rows:
+                    for column, value in list(child.items()):
+                        child[column] = _archive_value(value)
+
+    def _insert_row(self, conn, table: str, row: dict) -> None:
+        from psycopg.types.json import Json
+
+        known = self._column_types(table)
+        names = [name for name in row if name in known]
+        values = []
+        for name in names:
+            value = decode_value(row[name])
+            if isinstance(value, (dict, list)) and "json" in known[name]:
+                value = Json(value)
+            values.append(value)
+        columns = ",".join(quote_identifier(n) for n in names)
+        marks = ",".join(["%s"] * len(names))
+        target = f"{quote_identifier(self.schema)}.{quote_identifier(table)}"
+        conn.execute(f"INSERT INTO {target} ({columns}) VALUES ({marks})", values)
+
+    def prepare_restore(self, entry: dict, id_path: str | None, source_kind: str | None):
+        record = entry.get("record")
+        if not isinstance(record, dict):
+            return "the archived session has no row to put back"
+        unknown = [name for name in record if name not in self.column_types]
+        if unknown and id_path not in self.columns:
+            return f"the table has no column {unknown[0]!r}"
+        return None
+
+    def cross_host_lock(self, identity: str):
+        return _AdvisoryLock(self, identity)
+
+
+def _archive_value(value):
+    from .table import encode_value
+
+    return encode_value(_json_value(value))
+
+
+class _AdvisoryLock:
+    """`pg_try_advisory_lock` on a key from the store's identity, on a connection of its own
+    (session-scoped: released when the run ends or its connection goes)."""
+
+    def __init__(self, store: PostgresStore, identity: str):
+        self.store = store
+        self.identity = identity
+        digest = hashlib.sha256(f"sessionctl:{identity}".encode()).digest()
+        self.key = int.from_bytes(digest[:8], "big", signed=True)
+        self.conn = None
+
+    def __enter__(self):
+        store = self.store
+        self.conn = store._connect()
+        with store.translate_errors("lock"):
+            got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]
+        if not got:
+            self.conn.close()
+            self.conn = None
+            raise busy_error(
+                f"another sessionctl run holds the lock on {store.address.display} "
+                "(pg_try_advisory_lock, any host)",
+                "nothing was changed; try again when it has finished",
+            )
+        return self
+
+    def __exit__(self, *exc):
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+
+
+_ID_NAMES = {norm_name(n) for n in CANDIDATES["id"]}
+_TIME_NAMES = {
+    norm_name(n) for role in ("created", "accessed", "expires") for n in CANDIDATES[role]
+}
+
+
+def _looks_like_sessions(columns: list[str]) -> bool:
+    normalised = {norm_name(c) for c in columns}
+    return bool(normalised & _ID_NAMES) and bool(normalised & _TIME_NAMES)
