@@ -235,3 +235,22 @@ def test_values_that_are_not_objects_removed_as_invalid_are_restored_as_they_wer
         cli("restore", removed["archive"], "-s", f"json:{path}", "-f", "json").stdout
     )
     assert again["restored"] == 0
+
+
+# --- caps rank sessions by times they can believe -----------------------------------------------
+
+
+def _used(sid: str, days: float) -> str:
+    moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - days * 86400))
+    return f'{{"session_id":"{sid}","created_at":"{moment}","last_accessed":"{moment}","user_id":"u1"}}'
+
+
+@pytest.mark.parametrize("cap", [["--max-per-group", "1"], ["--max-count", "1", "--yes"]])
+def test_a_last_use_in_the_future_does_not_make_a_session_the_newest_for_a_cap(cli, tmp_path, cap):
+    """A session whose last use lies 30 days ahead (invalid: future_timestamp) was kept as the
+    user's newest, and the session they used yesterday was removed instead."""
+    path = tmp_path / "sessions.json"
+    path.write_text(f"[{_used('old', 5)},{_used('new', 1)},{_used('bogus', -30)}]")
+    cli("cleanup", "-s", f"json:{path}", *cap)
+    left = [session["session_id"] for session in json.loads(path.read_text())]
+    assert left == ["new"]

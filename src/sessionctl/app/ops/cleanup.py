@@ -160,8 +160,10 @@ class CleanupResult:
 class _Selection:
     """Which reasons, if any, put a session on the list."""
 
-    def __init__(self, options: CleanupOptions):
+    def __init__(self, options: CleanupOptions, ahead: float | None = None):
         self.options = options
+        #: Later than this, a time is not believed (the session is invalid, future_timestamp).
+        self.ahead = ahead
         # (recency, order, candidate, group, size) of sessions not selected, for the caps.
         self.kept: list[tuple] = []
 
@@ -178,6 +180,10 @@ class _Selection:
 
     def keep(self, session: Session, candidate: Candidate) -> None:
         recency = session.last_active
+        if recency is not None and self.ahead is not None and recency > self.ahead:
+            # A last use in the future is not believed: ranked as unknown, not as the newest
+            # (it would keep a bogus session and push out the user's real, newest one).
+            recency = None
         size = session.size if self.options.max_size is not None else 0
         self.kept.append(
             (
@@ -439,7 +445,7 @@ def cleanup(
             return result
         remover = None if options.dry_run else _Remover(ctx, options, result, progress)
         streaming = remover is not None and remover.batch_size is not None and not options.has_caps
-        selection = _Selection(options)
+        selection = _Selection(options, ahead=ctx.now + ctx.policy.skew)
         collected: list[tuple[Candidate, list[str]]] = []
         fingerprint = ctx.store.fingerprint
         plan = None if options.has_caps else ctx.pushdown()
