@@ -254,3 +254,17 @@ def test_a_last_use_in_the_future_does_not_make_a_session_the_newest_for_a_cap(c
     cli("cleanup", "-s", f"json:{path}", *cap)
     left = [session["session_id"] for session in json.loads(path.read_text())]
     assert left == ["new"]
+
+
+def test_schedule_install_refuses_max_per_group_zero_without_yes(cli, tmp_path, cron_d):
+    """`--max-per-group 0` was installed; each run then found every session selected and
+    refused (exit 2) without --yes, as `--max-count 0` is refused at install."""
+    path = tmp_path / "sessions.json"
+    path.write_text(f"[{_used('a', 1)},{_used('b', 2)}]")
+    install = ["schedule", "install", "x", "--system", "--every", "1h", "--", "cleanup"]
+    args = ["-s", f"json:{path}", "--max-per-group", "0"]
+    assert "refusing" in one_line_error(cli("cleanup", *args, code=2))
+    assert "--max-per-group 0" in one_line_error(cli(*install, *args, code=2))
+    assert not list(cron_d.iterdir())
+    cli(*install, *args, "--yes")
+    assert "--max-per-group 0 --yes" in (cron_d / "sessionctl-x").read_text()

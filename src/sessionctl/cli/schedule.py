@@ -177,6 +177,14 @@ def _check_now(params: dict[str, Any]) -> None:
                 hook_timeout=settings["hook_timeout"],
             )
             check_options(ctx, options)
+            if options.max_per_group == 0 and not params["yes"] and not params["dry_run"]:
+                # Like --max-count 0: every session with a group goes, and each run that finds
+                # every session selected refuses without --yes.
+                raise usage_error(
+                    "a scheduled cleanup with --max-per-group 0 (or max_per_group = 0) removes "
+                    "every session that has a group and needs --yes",
+                    "cron has no terminal to confirm on",
+                )
             expiry_unknown = not ctx.policy.describes_expiry(ctx.mapping)
             if options.expired and expiry_unknown and not has_readable_record(ctx):
                 # check_options lets a store with nothing readable through: a run is a no-op.
