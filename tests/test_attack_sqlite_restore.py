@@ -364,3 +364,62 @@ def test_a_database_in_a_read_only_folder_is_left_alone_even_by_root(
         assert dump(db, "django_session") == before
     finally:
         os.chmod(folder, 0o755)
+
+
+@PUSHDOWN
+def test_cascaded_rows_the_parent_keys_affinity_matches_are_archived(
+    cli, tmp_path, monkeypatch, pushdown
+):
+    """SQLite applies an INTEGER parent key's affinity to the child's value: '5', ' 5' and
+    '5.0' in a column without a type all belong to session 5 and go with it."""
+    monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
+    now = int(time.time())
+    db = make_db(
+        tmp_path / "f.db",
+        "CREATE TABLE sessions(id INTEGER PRIMARY KEY, session_id TEXT, expires_at INTEGER);"
+        "CREATE TABLE items(x INTEGER PRIMARY KEY, sid REFERENCES sessions(id) ON DELETE CASCADE);",
+        {
+            "sessions": [(5, "s5", now - 86400), (6, "s6", now + 86400)],
+            "items": [(1, "5"), (2, 5), (3, "6"), (4, " 5"), (5, "5.0"), (6, "5x")],
+        },
+    )
+    before = dump(db, "items")
+    archive = tmp_path / "a.ndjson.gz"
+    cli("cleanup", "--expired", "--store", db, "--archive", archive, "-q")
+    gone = sorted(set(before) - set(dump(db, "items")))
+    archived = sorted(
+        tuple(r.values()) for e in archive_entries(archive) for r in e["children"]["items"]
+    )
+    assert gone == archived == [(1, "5"), (2, 5), (4, " 5"), (5, "5.0")]
+    cli("restore", archive, "--store", db, "-q")
+    assert dump(db, "items") == before
+
+
+@PUSHDOWN
+def test_a_session_key_that_is_not_utf8_takes_its_cascade_rows_along(
+    cli, tmp_path, monkeypatch, pushdown
+):
+    monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
+    db = make_db(
+        tmp_path / "u.db",
+        "CREATE TABLE django_session(session_key TEXT PRIMARY KEY, session_data TEXT, "
+        "expire_date TEXT); CREATE TABLE items(id INTEGER PRIMARY KEY, sk TEXT REFERENCES "
+        "django_session(session_key) ON DELETE CASCADE, note TEXT);"
+        f"INSERT INTO django_session VALUES (CAST(x'ff6b30' AS TEXT), 'd', '{future()}'),"
+        f"('k1', 'd', '{future()}');"
+        "INSERT INTO items(sk, note) VALUES (CAST(x'ff6b30' AS TEXT), CAST(x'fe' AS TEXT)),"
+        "('k1', 'n');",
+    )
+    hexed = "SELECT id, hex(sk), hex(note) FROM items ORDER BY id"
+    conn = sqlite3.connect(db)
+    before = conn.execute(hexed).fetchall()
+    archive = tmp_path / "a.ndjson.gz"
+    cli("cleanup", "--invalid", "--store", db, "--archive", archive, "-q")
+    assert conn.execute(hexed).fetchall() == [(2, "6B31", "6E")]
+    (entry,) = archive_entries(archive)
+    assert entry["children"]["items"] == [
+        {"id": 1, "sk": {"$text_b64": "/2sw"}, "note": {"$text_b64": "/g=="}}
+    ]
+    cli("restore", archive, "--store", db, "-q")
+    assert conn.execute(hexed).fetchall() == before
+    conn.close()

@@ -394,32 +394,29 @@ class SqliteStore(TableStore):
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
 
-    def parent_key_where(self, parent: str, parent_columns: tuple, child_columns: tuple) -> str:
-        # With the parent key's collation, as SQLite's foreign keys compare: a NOCASE parent
-        # key k0 cascades to a child holding K0, which must be archived too.
-        collations = self._key_collations(parent, parent_columns)
-        return " AND ".join(
-            f"{quote_identifier(c)} = ? COLLATE {quote_identifier(coll)}"
-            for c, coll in zip(child_columns, collations)
+    def child_rows_sql(
+        self, parent: str, parent_columns: tuple, child: str, child_columns: tuple, key: list
+    ) -> tuple[str, list]:
+        # Joined to the parent row, so that SQLite compares as its foreign keys do: the parent
+        # column, on the left, gives the collation (a NOCASE key k0 takes a child's K0), and
+        # its affinity applies to the child's value (an INTEGER key 5 takes '5' and ' 5').
+        on = " AND ".join(
+            f"p.{quote_identifier(p)} = c.{quote_identifier(c)}"
+            for p, c in zip(parent_columns, child_columns)
         )
-
-    def _key_collations(self, table: str, columns: tuple) -> tuple:
-        """The collation of each column of `table`'s key `columns` (a foreign key's parent
-        key is its primary key or a UNIQUE index, whose collations SQLite compares with)."""
-        cache = self.__dict__.setdefault("_collation_cache", {})
-        wanted = tuple(c.lower() for c in columns)
-        if (table.lower(), wanted) not in cache:
-            found = ("BINARY",) * len(columns)
-            for index in self.query(f"PRAGMA index_list({quote_identifier(table)})"):
-                if not index[2]:
-                    continue  # not UNIQUE: cannot be a parent key
-                info = self.query(f"PRAGMA index_xinfo({quote_identifier(index[1])})")
-                keyed = [row for row in info if row[5] and row[2] is not None]
-                if tuple(row[2].lower() for row in keyed) == wanted:
-                    found = tuple(row[4] or "BINARY" for row in keyed)
-                    break
-            cache[(table.lower(), wanted)] = found
-        return cache[(table.lower(), wanted)]
+        where, params = [], []
+        for column, value in zip(parent_columns, key):
+            if type(value) is BadText:  # noqa: E721  (text that is not UTF-8: by its bytes)
+                where.append(f"CAST(p.{quote_identifier(column)} AS BLOB) = ?")
+                params.append(bytes(value))
+            else:
+                where.append(f"p.{quote_identifier(column)} = ?")
+                params.append(value)
+        sql = (
+            f"SELECT c.* FROM {quote_identifier(child)} AS c JOIN {quote_identifier(parent)} AS p"
+            f" ON {on} WHERE {' AND '.join(where)}"
+        )
+        return sql, params
 
     def cascading_keys(self, table: str) -> list[tuple[str, tuple, tuple]]:
         keys: dict[int, list] = {}

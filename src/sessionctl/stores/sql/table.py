@@ -138,6 +138,15 @@ class TableStore(Store):
         compares them with the parent key `parent_columns` of table `parent`."""
         return " AND ".join(f"{quote_identifier(c)} = {self.mark}" for c in child_columns)
 
+    def child_rows_sql(
+        self, parent: str, parent_columns: tuple, child: str, child_columns: tuple, key: list
+    ) -> tuple[str, list]:
+        """SQL and parameters selecting the rows of `child` whose foreign key `child_columns`
+        refers to the row of `parent` whose key `parent_columns` holds `key`, as the database's
+        foreign key matches them (the rows an ON DELETE CASCADE removes with it)."""
+        where = self.parent_key_where(parent, parent_columns, child_columns)
+        return f"SELECT * FROM {quote_identifier(child)} WHERE {where}", list(key)
+
     def same_text(self, column: str) -> str:
         """SQL: the column's value is the parameter, as text byte for byte (no collation)."""
         return f"{quote_identifier(column)} = {self.mark} COLLATE BINARY"
@@ -414,9 +423,10 @@ class TableStore(Store):
                         continue  # a NULL key matches no child
                     if child not in columns:
                         columns[child] = self._columns(child)
-                    where = self.parent_key_where(table, parent_columns, child_columns)
-                    sql = f"SELECT * FROM {quote_identifier(child)} WHERE {where}"
-                    for values_found in self.fetch_rows(conn, sql, key):
+                    sql, params = self.child_rows_sql(
+                        table, parent_columns, child, child_columns, key
+                    )
+                    for values_found in self.fetch_rows(conn, sql, params):
                         identity = (child.lower(), tuple(values_found))
                         if identity in seen:
                             continue  # a table that cascades to itself
