@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import one_line_error
+from reliability import SESSIONCTL, as_nobody, public_tmpdir, subprocess_env
 
 PAST = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3 * 86400))
 SOON = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3 * 86400))
@@ -268,3 +269,37 @@ def test_schedule_install_refuses_max_per_group_zero_without_yes(cli, tmp_path, 
     assert not list(cron_d.iterdir())
     cli(*install, *args, "--yes")
     assert "--max-per-group 0 --yes" in (cron_d / "sessionctl-x").read_text()
+
+
+def test_a_lock_beside_the_store_created_by_root_does_not_keep_the_application_user_out(
+    cli, request
+):
+    """A cleanup run by hand as root left `sessions.json.sessionctl.lock` 0600 root's: every
+    later run as the store's owner (the cron entry of `schedule --user`) exited 3, "cannot
+    create lock file: permission denied", for good."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("acting as user nobody needs root (setpriv)")
+        pytest.skip("acting as user nobody needs root (setpriv)")
+    folder = public_tmpdir(request, "sessionctl-attack-")
+    os.chown(folder, 65534, 65534)
+    path = _store(folder)
+    os.chown(path, 65534, 65534)
+    cli("cleanup", "-s", f"json:{path}", "--expired", "--lock", "store")  # as root
+    lock = folder / "sessions.json.sessionctl.lock"
+    assert lock.stat().st_uid == 65534
+    path.write_text(f'[{{"session_id":"later","expires_at":"{PAST}"}}]')
+    state = folder / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, 65534, 65534)
+    result = subprocess.run(
+        as_nobody([*SESSIONCTL, "cleanup", "-s", f"json:{path}", "--expired", "--lock", "store"]),
+        env=subprocess_env(state),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(path.read_text()) == []

@@ -129,12 +129,12 @@ def open_context(config: Config, request: StoreRequest, now: float) -> StoreCont
             preset = detect_preset(keys, store.shape, store.table)
             how = "preset {} (detected from {})"
             mapping = (
-                preset_mapping(preset, how.format(preset.name, _shape_word(store)))
+                preset_mapping(preset, how.format(preset.name, _shape_word(store)), store.columns)
                 if preset
                 else detect_mapping(keys, sample)
             )
         else:
-            mapping = preset_mapping(preset, f"preset {preset.name}")
+            mapping = preset_mapping(preset, f"preset {preset.name}", store.columns)
         if preset is not None:
             mapping = fill_by_name(mapping, detect_mapping(keys, sample))
         mapping = _fall_back_to_keys(mapping, keys, sample)

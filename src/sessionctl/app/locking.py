@@ -39,13 +39,18 @@ def store_lock(ctx) -> StoreLock:
     state folder's always; the file beside the store with `lock = "store"`; and the store's own
     cross-host lock (a database's advisory lock) whenever the store has one."""
     beside = ctx.store.lock_beside() if ctx.settings.get("lock") == "store" else None
-    return StoreLock(
+    lock = StoreLock(
         ctx.state_dir,
         ctx.identity,
         ctx.label,
         beside=beside,
         cross_host=ctx.store.cross_host_lock(ctx.identity),
     )
+    if beside is not None:
+        with contextlib.suppress(OSError, AttributeError, TypeError):
+            info = os.stat(ctx.store.path)  # the store's file or folder, through a symlink
+            lock.beside_owner = (info.st_uid, info.st_gid)
+    return lock
 
 
 class StoreLock:
@@ -67,6 +72,8 @@ class StoreLock:
         self.label = label
         self._fd: int | None = None
         self._beside_fd: int | None = None
+        #: Who owns the store: the lock beside it is theirs too (see `_own_beside`).
+        self.beside_owner: tuple[int, int] | None = None
 
     def acquire(self) -> StoreLock:
         ensure_private_dir(self.path.parent)
@@ -79,6 +86,7 @@ class StoreLock:
             except BaseException:
                 os.close(fd)
                 raise
+            self._own_beside(self._beside_fd)
             self._write_holder(self._beside_fd)
         self._write_holder(fd)
         self._fd = fd
@@ -91,6 +99,17 @@ class StoreLock:
                 raise
             self._cross_held = True
         return self
+
+    def _own_beside(self, fd: int) -> None:
+        """A lock file beside the store that root created (a cleanup run by hand) goes to the
+        store's owner: left 0600 root's, it kept out every later run as the application's
+        user (the cron entry), "cannot create lock file: permission denied" for good."""
+        if self.beside_owner is None or os.geteuid() != 0:
+            return
+        with contextlib.suppress(OSError):
+            info = os.fstat(fd)
+            if info.st_uid == 0 and (info.st_uid, info.st_gid) != self.beside_owner:
+                os.fchown(fd, *self.beside_owner)
 
     def _take(self, path: Path, where: str = "") -> int:
         try:

@@ -423,6 +423,21 @@ PRESETS: dict[str, Preset] = {
             payload=("sess",),
         ),
         Preset(
+            name="connect-pg-simple",
+            title="express-session connect-pg-simple \"session\" (expire: naive, server TimeZone)",
+            shapes=(TABLE,),
+            fields={
+                "id": "sid",
+                "created": None,
+                "accessed": None,
+                "expires": "expire",
+                "group": None,
+            },
+            signature=frozenset({"sid", "sess", "expire"}),
+            table="session",
+            payload=("sess",),
+        ),
+        Preset(
             name="flask",
             title="Flask-Session SQLAlchemy sessions",
             shapes=(TABLE,),
@@ -465,12 +480,29 @@ def get_preset(name: str) -> Preset:
         ) from None
 
 
-def preset_mapping(preset: Preset, how: str) -> Mapping:
+def preset_mapping(preset: Preset, how: str, columns: Iterable[str] | None = None) -> Mapping:
+    """The preset's roles; with a table's `columns`, each named as the table spells it (SQL
+    compares names without case: PostgreSQL folds SPRING_SESSION's columns to lowercase)."""
     origin = {role: how for role in ROLES}
     if preset.payload:
         origin["payload"] = how
-    fields = {role: preset.fields.get(role) for role in ROLES}
-    return Mapping(fields=fields, payload=preset.payload, origin=origin, preset=preset.name)
+    spelled = {}
+    if columns is not None:
+        for column in columns:
+            spelled.setdefault(column.lower(), []).append(column)
+
+    def as_spelled(path: str | None) -> str | None:
+        if path is None or not spelled:
+            return path
+        top, dot, rest = path.partition(".")
+        same = spelled.get(top.lower(), [])
+        if top in same or len(same) != 1:
+            return path
+        return same[0] + dot + rest
+
+    fields = {role: as_spelled(preset.fields.get(role)) for role in ROLES}
+    payload = tuple(as_spelled(p) or p for p in preset.payload)
+    return Mapping(fields=fields, payload=payload, origin=origin, preset=preset.name)
 
 
 def absent_fields(preset: Preset, keys: Iterable[str], shape: str) -> list[str]:

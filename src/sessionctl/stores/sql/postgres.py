@@ -199,7 +199,7 @@ class PostgresStore(TableStore):
     table_hint = "postgresql://...?table=NAME"
     dialect = PostgresDialect()
     natural_batch = 500
-    no_pushdown_reason = "PostgreSQL rows are judged in Python (no SQL judge for it yet)"
+    no_pushdown_reason = "no SQL judge for PostgreSQL yet"
 
     @classmethod
     def parse_address(cls, text: str) -> Address:
@@ -488,14 +488,21 @@ class PostgresStore(TableStore):
         parts = [quote_identifier(self.key_column)]
         for column in self.columns:
             x = quote_identifier(column)
-            kind = self.column_types.get(column, "")
-            if (self.table.lower(), column.lower()) in SERVER_ZONE_TABLES and kind.startswith(
-                "timestamp without"
-            ):
+            if column in self.server_zone_columns():
                 # Written in the connection's TimeZone: read as the framework reads it.
                 x = f"{x}::timestamptz"
             parts.append(x)
         return f"SELECT {', '.join(parts)} FROM {self.qualified}"
+
+    def server_zone_columns(self) -> list[str]:
+        """Naive timestamp columns the application writes in the connection's TimeZone."""
+        return [
+            column
+            for column, kind in self.column_types.items()
+            if "without time zone" in kind
+            and kind.startswith("timestamp")
+            and (self.table.lower(), column.lower()) in SERVER_ZONE_TABLES
+        ]
 
     def _record(self, row: tuple) -> Record:
         return self.make_record(row[0], [_json_value(v) for v in row[1:]])
@@ -544,8 +551,10 @@ class PostgresStore(TableStore):
         return rows[0][0] if rows else None
 
     def describe(self) -> dict:
-        naive = [c for c, t in self.column_types.items() if t.startswith("timestamp without")]
-        zone = [c for c in naive if (self.table.lower(), c.lower()) in SERVER_ZONE_TABLES]
+        naive = [
+            c for c, t in self.column_types.items() if "without time zone" in t and "stamp" in t
+        ]
+        zone = self.server_zone_columns()
         return {
             "kind": self.kind,
             "address": self.address.display,
@@ -556,26 +565,18 @@ class PostgresStore(TableStore):
             "column_types": dict(self.column_types),
             "key": self.key_column,
             "server_timezone": self.server_zone,
-            "naive_times_read_in_server_timezone": zone,
+            "naive_times": [
+                f"{c} read in the session TimeZone ({self.server_zone}), as the application "
+                "writes it"
+                if c in zone
+                else f"{c} read as written (the timezone setting applies)"
+                for c in naive
+            ],
             "indexed_columns": sorted(self.indexed_columns()),
             "cascades_to": self.cascade_tables(),
             "delete_triggers": [f"{name} on {table}" for table, name in self.delete_triggers()],
             "rows": self.count(),
         }
-
-    def notes(self) -> list[str]:
-        """Lines for --explain about how this store is read."""
-        out = []
-        for column, kind in self.column_types.items():
-            if kind.startswith("timestamp without"):
-                if (self.table.lower(), column.lower()) in SERVER_ZONE_TABLES:
-                    out.append(
-                        f"{column} is a timestamp without time zone, read in the server's "
-                        f"TimeZone ({self.server_zone}) as the application writes it"
-                    )
-                else:
-                    out.append(f"{column} is a timestamp without time zone, read as written")
-        return out
 
     # -- removing --------------------------------------------------------------------------
 
