@@ -306,3 +306,24 @@ def test_connection_killed_mid_cleanup_loses_nothing(pg_db, tmp_path):
         written.active
     )
     assert {e["id"] for e in archived(tmp_path / "state")} == set(written.expired)
+
+
+def test_missing_index_warning_and_dead_space_note(cli, pg_db):
+    """12,000 rows, no index on expire_date: stats and cleanup print the CREATE INDEX
+    CONCURRENTLY statement (never run), and a large cleanup says what dead space it left."""
+    pg_db.execute(
+        "CREATE TABLE django_session (session_key varchar(40) PRIMARY KEY,"
+        " session_data text NOT NULL, expire_date timestamptz NOT NULL)"
+    )
+    pg_db.execute(
+        "INSERT INTO django_session SELECT md5(g::text), 'e30:1:x',"
+        " now() + ((g % 2) * 2 - 1) * interval '1 day' FROM generate_series(1, 12000) g"
+    )
+    statement = 'CREATE INDEX CONCURRENTLY ON "public"."django_session" ("expire_date")'
+    assert statement in cli("stats", "--store", pg_db.address()).stdout
+    result = cli("cleanup", "--store", pg_db.address(), "--expired", "--yes", "--no-archive")
+    assert statement in result.stderr
+    assert "6000 dead rows left in public.django_session" in result.stderr, result.stderr
+    assert "VACUUM" in result.stderr
+    assert list(pg_db.indexes("django_session")) == ["django_session_pkey"]  # never run
+    assert pg_db.count("django_session") == 6000

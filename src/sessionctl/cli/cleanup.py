@@ -315,6 +315,8 @@ def cleanup_command(
         say(result.error)
     if result.warning:
         say(f"warning: {result.warning}")
+    for note in [] if quiet else result.notes:
+        say(note)
     if result.exit_code:
         raise typer.Exit(int(result.exit_code))
 

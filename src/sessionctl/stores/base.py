@@ -242,6 +242,15 @@ class Store(ABC):
         busy error when another run holds it."""
         return None
 
+    def index_statement(self, column: str) -> str:
+        """The statement that would index `column` (shown in a warning, never run)."""
+        return f"CREATE INDEX ON {self.table} ({column})"
+
+    def space_note(self, removed: int) -> str | None:
+        """After a cleanup that removed `removed` records: what is left to reclaim, if the
+        store keeps dead space (a database's dead rows), in one sentence."""
+        return None
+
     def recover(self) -> int:
         """Finish or undo what a killed run left half done; how many records it put back."""
         return 0

@@ -108,6 +108,8 @@ class CleanupResult:
     error_code: ExitCode | None = None
     #: The run's own bookkeeping failed (the audit log): worth a line, changes no outcome.
     warning: str | None = None
+    #: For the operator: a missing index on the expiry column, the dead space left behind.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def outcome(self) -> str:
@@ -493,10 +495,16 @@ def cleanup(
             # Caps that select every session remove as much as --all: the same confirmation.
             result.aborted = True
             return result
+        if options.expired:
+            from .stats import index_warnings
+
+            result.notes += [f"warning: {w}" for w in index_warnings(ctx, result.total)]
         if remover is not None:
             for candidate, codes in collected:
                 remover.add(candidate, codes)
             remover.flush()
+            if result.deleted:
+                result.notes += filter(None, [ctx.store.space_note(result.deleted)])
     except (SessionctlError, RecursionError) as exc:
         if lock is None and not options.dry_run:
             raise  # the lock was refused, or never taken: nothing happened worth recording

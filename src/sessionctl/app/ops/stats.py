@@ -202,7 +202,7 @@ def index_warnings(ctx: StoreContext, rows: int) -> list[str]:
     if expires.lower() not in indexed:
         return [
             f"column {expires} of {ctx.table} has no index: the application's own expiry "
-            f"queries read the whole table (CREATE INDEX ON {ctx.table}({expires}) makes them "
+            f"queries read the whole table ({ctx.store.index_statement(expires)} makes them "
             "cheap)"
         ]
     return []

@@ -49,6 +49,8 @@ INSTALL_HINT = (
 )
 #: Retries of a batch that met a deadlock or a lock timeout, and the first pause between them.
 RETRIES = 4
+#: Removed rows from which a cleanup says how much dead space it left.
+LARGE_CLEANUP = 1000
 BACKOFF = 0.2
 #: Naive-timestamp tables whose framework writes them in the connection's TimeZone
 #: (connect-pg-simple: `expire < to_timestamp(now)`); other naive columns are read as written.
@@ -542,6 +544,21 @@ class PostgresStore(TableStore):
 
     def size_bytes(self) -> int:
         return self.query("SELECT pg_total_relation_size(%s::regclass)", (self.qualified,))[0][0]
+
+    def space_note(self, removed: int) -> str | None:
+        """After a large cleanup: the dead rows left in the table, and what reclaims them."""
+        if removed < LARGE_CLEANUP:
+            return None
+        try:
+            dead = self.dead_rows()
+        except SessionctlError:
+            dead = None
+        counted = max(dead or 0, removed)  # the statistics lag the deletes a little
+        return (
+            f"{counted} dead rows left in {self.schema}.{self.table}: autovacuum reclaims the "
+            f"space for reuse, or run VACUUM (ANALYZE) {self.qualified} now (VACUUM FULL "
+            "gives it back to the system but locks the table)"
+        )
 
     def dead_rows(self) -> int | None:
         rows = self.query(
