@@ -423,3 +423,32 @@ def test_a_session_key_that_is_not_utf8_takes_its_cascade_rows_along(
     cli("restore", archive, "--store", db, "-q")
     assert conn.execute(hexed).fetchall() == before
     conn.close()
+
+
+# --- restoring after the application wrote ---------------------------------------------------
+
+
+def test_a_cascade_row_whose_place_was_taken_is_refused_with_why_not_called_present(cli, tmp_path):
+    db = make_db(
+        tmp_path / "k.db",
+        "CREATE TABLE sessions(session_id TEXT PRIMARY KEY, expires_at TEXT);"
+        "CREATE TABLE kids(id INTEGER PRIMARY KEY, sid TEXT REFERENCES sessions(session_id) "
+        "ON DELETE CASCADE);",
+        {"sessions": [("a", past()), ("b", past()), ("c", future())], "kids": [(1, "a"), (2, "b")]},
+    )
+    archive = tmp_path / "a.ndjson.gz"
+    cli("cleanup", "--expired", "--store", db, "--archive", archive, "-q")
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO kids VALUES (2, 'c')")  # the application reuses the rowid
+    conn.commit()
+    conn.close()
+    result = cli("restore", archive, "--store", db, "-f", "json", code=1)
+    report = json.loads(result.stdout)
+    assert (report["restored"], report["skipped"], report["refused"]) == (1, 0, 1)
+    (refusal,) = report["refusals"]
+    assert refusal["id"] == "b" and refusal["entry"] == 2
+    assert "cascade rows" in refusal["reason"] and "kids.id" in refusal["reason"]
+    assert [row[0] for row in dump(db, "sessions")] == ["a", "c"]
+    assert dump(db, "kids") == [(1, "a"), (2, "c")]
+    again = json.loads(cli("restore", archive, "--store", db, "-f", "json", code=1).stdout)
+    assert (again["restored"], again["skipped"], again["refused"]) == (0, 1, 1)

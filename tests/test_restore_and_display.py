@@ -515,7 +515,8 @@ def test_restore_never_replaces_a_file_the_application_wrote_meanwhile(
 
 
 def test_a_session_whose_cascade_row_is_refused_is_not_left_half_restored(cli, tmp_path):
-    """Its parent row went in, its attributes did not, and it counted as skipped."""
+    """Its parent row went in, its attributes did not: it is refused, with why (it is not
+    there again, as a skipped session would be)."""
     generated = storegen.generate("spring", 6, seed=4)
     db = storegen.write_sqlite(tmp_path / "spring.db", generated)
     archive = cleanup_archive(cli, db, "--all", "--yes")
@@ -527,8 +528,9 @@ def test_a_session_whose_cascade_row_is_refused_is_not_left_half_restored(cli, t
     )
     conn.commit()
     conn.close()
-    out = json.loads(cli("restore", archive, "-f", "json").stdout)
-    assert (out["restored"], out["skipped"]) == (5, 1)
+    out = json.loads(cli("restore", archive, "-f", "json", code=1).stdout)
+    assert (out["restored"], out["skipped"], out["refused"]) == (5, 0, 1)
+    assert "UNIQUE constraint failed" in out["refusals"][0]["reason"]
     conn = sqlite3.connect(db)
     ids = {row[0] for row in conn.execute("SELECT PRIMARY_ID FROM SPRING_SESSION")}
     attributes = conn.execute("SELECT COUNT(*) FROM SPRING_SESSION_ATTRIBUTES").fetchone()[0]

@@ -63,7 +63,7 @@ def restore(ctx: StoreContext, path: Path, contents: ArchiveContents) -> Restore
             for number, entry in enumerate(entries[start : start + CHUNK], start + 1):
                 why = admit(ctx, entry, id_path, source_kind)
                 if why is None:
-                    accepted.append(entry)
+                    accepted.append((number, entry))
                     continue
                 result.refused += 1
                 result.refusals.append(
@@ -76,9 +76,21 @@ def restore(ctx: StoreContext, path: Path, contents: ArchiveContents) -> Restore
                 )
             if not accepted:
                 continue
-            restored, skipped = ctx.store.insert(accepted, id_path)
-            result.restored += restored
-            result.skipped += skipped
+            outcome = ctx.store.insert([entry for _, entry in accepted], id_path)
+            result.restored += outcome[0]
+            result.skipped += outcome[1]
+            # A store may name entries the database refused as they went in: (entry, why).
+            numbers = {id(entry): number for number, entry in accepted}
+            for entry, why in outcome[2] if len(outcome) > 2 else ():
+                result.refused += 1
+                result.refusals.append(
+                    {
+                        "entry": numbers.get(id(entry)),
+                        "id": entry.get("id"),
+                        "key": entry.get("key"),
+                        "reason": why,
+                    }
+                )
     result.duration_s = time.monotonic() - started
     append_audit(
         ctx.state_dir,

@@ -445,6 +445,7 @@ class TableStore(Store):
     def insert(self, entries: list[dict], id_path: str | None) -> tuple[int, int]:
         conn = self._writer_conn()
         restored = skipped = 0
+        refused: list[tuple[dict, str]] = []
         id_column = id_path if id_path in self.columns else None
         with self.translate_errors("write"):
             self.begin_write(conn)
@@ -472,20 +473,30 @@ class TableStore(Store):
                     # All of a session or none of it: a refused cascade row takes its parent
                     # row back out, so no session is left half restored.
                     conn.execute("SAVEPOINT sessionctl_restore")
+                    doing = "row"
                     try:
                         self._insert_row(conn, self.table, record)
+                        doing = "cascade rows"
                         self._insert_children(conn, entry.get("children"))
                         conn.execute("RELEASE sessionctl_restore")
                         restored += 1
-                    except self.integrity_errors:
+                    except self.integrity_errors as exc:
                         conn.execute("ROLLBACK TO sessionctl_restore")
                         conn.execute("RELEASE sessionctl_restore")
-                        skipped += 1
+                        if doing == "row":
+                            skipped += 1  # its key is taken: the session is there again
+                        else:
+                            # Not "there again": a row the application wrote meanwhile took
+                            # the place of one of its cascade rows. Said, with why.
+                            refused.append(
+                                (entry, f"the database refused its {doing}: {self.refusal(exc)}")
+                            )
                 self.commit(conn)
             except BaseException:
                 self.rollback(conn)
                 raise
-        return restored, skipped
+        # A third member: (entry, why) for sessions the database refused as they went in.
+        return restored, skipped, refused
 
     def _insert_children(self, conn, children) -> None:
         """Put archived cascade rows back, parents first. A row whose parent row comes later
