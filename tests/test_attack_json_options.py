@@ -303,3 +303,30 @@ def test_a_lock_beside_the_store_created_by_root_does_not_keep_the_application_u
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(path.read_text()) == []
+
+
+@pytest.mark.parametrize(
+    ("top", "table", "says"),
+    [
+        ("store = 5", "", "store: invalid value 5"),
+        ('store = "app"\nstate_dir = ""', "", "state_dir: invalid value ''"),
+        ('store = "app"\nstate_dir = 5', "", "state_dir: invalid value 5"),
+        ('store = "app"', 'archive_dir = ""', "archive_dir: invalid value ''"),
+        ('store = "app"', "payload = [5]", "payload: invalid value [5]"),
+    ],
+)
+def test_config_paths_and_names_of_the_wrong_type_are_usage_errors(
+    cli, tmp_path, monkeypatch, top, table, says
+):
+    """`store = 5` exited 70; `state_dir = ""` and `archive_dir = ""` wrote the audit log and
+    archives into whatever folder the command ran in (cron's: the home folder), `= 5` into a
+    folder named "5" there; `payload = [5]` redacted a field named "5"."""
+    monkeypatch.chdir(tmp_path)
+    path = _store(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text(f'{top}\n[stores.app]\naddress = "json:{path}"\n{table}\n')
+    for command in (["list"], ["cleanup", "--expired"]):
+        result = cli("--config", config, *command, code=2)
+        assert says in one_line_error(result)
+    assert b'"old"' in path.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "sessions.json"]

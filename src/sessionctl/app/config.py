@@ -132,6 +132,9 @@ def _check_keys(path: Path, data: dict) -> None:
     top_unknown = set(data) - {"defaults", "stores", *GLOBAL_SETTINGS}
     if top_unknown:
         raise usage_error(f"config file {path}: unknown key(s) {', '.join(sorted(top_unknown))}")
+    for key, (_default, kind) in GLOBAL_SETTINGS.items():
+        if key in data:  # `store = 5` exited 70
+            convert(key, data[key], kind, where=str(path))
     sections = [("defaults", data.get("defaults", {}))]
     stores = data.get("stores", {})
     if not isinstance(stores, dict):
@@ -211,7 +214,9 @@ def convert(key: str, value: Any, kind: str, where: str) -> Any:
                 return shlex.split(value)
             raise ValueError
         if kind == "path":
-            return Path(str(value)).expanduser()
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError  # `state_dir = ""` was the current folder, `= 5` a folder "5"
+            return Path(value).expanduser()
         if kind == "table":
             if not isinstance(value, dict):
                 raise ValueError
@@ -219,8 +224,8 @@ def convert(key: str, value: Any, kind: str, where: str) -> Any:
         if kind == "list":
             if isinstance(value, str):
                 return [part.strip() for part in value.split(",") if part.strip()]
-            if isinstance(value, list):
-                return [str(part) for part in value]
+            if isinstance(value, list) and all(isinstance(part, str) for part in value):
+                return list(value)
             raise ValueError
         if kind == "lock":
             if value in ("state", "store"):
