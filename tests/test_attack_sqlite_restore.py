@@ -452,3 +452,25 @@ def test_a_cascade_row_whose_place_was_taken_is_refused_with_why_not_called_pres
     assert dump(db, "kids") == [(1, "a"), (2, "c")]
     again = json.loads(cli("restore", archive, "--store", db, "-f", "json", code=1).stdout)
     assert (again["restored"], again["skipped"], again["refused"]) == (0, 1, 1)
+
+
+# --- a collation only the application has -----------------------------------------------------
+
+
+def test_a_collation_only_the_application_has_leaves_the_judging_to_python(cli, tmp_path):
+    db = tmp_path / "c.db"
+    conn = sqlite3.connect(db)
+    conn.create_collation("appcoll", lambda a, b: (a.lower() > b.lower()) - (a.lower() < b.lower()))
+    conn.execute(
+        "CREATE TABLE sessions(session_id TEXT PRIMARY KEY COLLATE appcoll, expires_at TEXT)"
+    )
+    conn.executemany("INSERT INTO sessions VALUES (?, ?)", [("a", past()), ("b", future())])
+    conn.commit()
+    conn.close()
+    stats = json.loads(cli("stats", "--store", db, "-f", "json").stdout)
+    assert (stats["total"], stats["expired"]) == (2, 1)
+    dry = json.loads(cli("cleanup", "--expired", "--store", db, "-n", "-f", "ndjson").stdout)
+    assert [s["id"] for s in dry["sessions"]] == ["a"]
+    result = cli("cleanup", "--expired", "--store", db, code=3)
+    assert "appcoll" in result.stderr and "Traceback" not in result.stderr
+    assert [row[0] for row in dump(db, "sessions")] == ["a", "b"]

@@ -542,11 +542,28 @@ class SqliteStore(TableStore):
             "rows": self.count(),
         }
 
+    def _foreign_collations(self) -> list[str]:
+        """Collations the table or its indexes name that SQLite does not have built in."""
+        found = []
+        for (sql,) in self.query(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL", (self.table,)
+        ):
+            for name in re.findall(r"\bCOLLATE\s+[\"'`\[]?(\w+)", sql, re.IGNORECASE):
+                if name.upper() not in ("BINARY", "NOCASE", "RTRIM") and name not in found:
+                    found.append(name)
+        return found
+
     def pushdown(self, mapping, policy, tz, now: float):
         """Counting and selecting in SQL when it can judge exactly: a plan, or None (and
         `no_pushdown_reason` says why)."""
         from .judge import Pushdown, compile_judge
 
+        foreign = self._foreign_collations()
+        if foreign:
+            # Only the application has it: SQL that orders or compares those columns fails,
+            # while Python reads the rows without it.
+            self.no_pushdown_reason = f"the table uses the collation {foreign[0]}, not SQLite's own"
+            return None
         compiled, why = compile_judge(self, mapping, policy, tz, now)
         if compiled is None:
             self.no_pushdown_reason = why
