@@ -330,3 +330,25 @@ def test_config_paths_and_names_of_the_wrong_type_are_usage_errors(
         assert says in one_line_error(result)
     assert b'"old"' in path.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", "sessions.json"]
+
+
+# --- deep records: the dry run and the real run agree ----------------------------------------
+
+
+@pytest.mark.parametrize("depth", [500, 900])
+def test_a_record_nested_hundreds_deep_is_removed_as_the_dry_run_says(cli, tmp_path, depth):
+    """It parsed, the dry run named it, and the real run stopped with exit 3 ("nested too
+    deeply to be archived"): the archive's marker check recursed two frames per level."""
+    path = tmp_path / "sessions.json"
+    deep = "[" * depth + "]" * depth
+    path.write_text(
+        f'[{{"session_id":"deep","expires_at":"{PAST}","d":{deep}}},'
+        f'{{"session_id":"new","expires_at":"{SOON}"}}]'
+    )
+    original = path.read_bytes()
+    store = f"json:{path}"
+    dry = json.loads(cli("cleanup", "-s", store, "--expired", "-n", "-f", "json").stdout)
+    real = json.loads(cli("cleanup", "-s", store, "--expired", "-f", "json").stdout)
+    assert dry["selected"] == real["deleted"] == 1
+    cli("restore", real["archive"], "-s", store)
+    assert json.loads(path.read_text()) == json.loads(original)

@@ -87,12 +87,17 @@ def _says_all(raw: bytes, data: dict, archived: Any) -> bool:
 
 
 def _has_marker(value: Any) -> bool:
-    if type(value) is dict:
-        if len(value) == 1 and "$float" in value:
-            return True
-        return any(type(v) in (dict, list) and _has_marker(v) for v in value.values())
-    if type(value) is list:
-        return any(type(v) in (dict, list) and _has_marker(v) for v in value)
+    # A loop, not recursion: a record nested hundreds of levels deep that parsed is archived
+    # (two frames a level overflowed at ~500, and the real run failed where the dry run did not).
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            if len(item) == 1 and "$float" in item:
+                return True
+            stack.extend(v for v in item.values() if type(v) in (dict, list))
+        elif type(item) is list:
+            stack.extend(v for v in item if type(v) in (dict, list))
     return False
 
 
