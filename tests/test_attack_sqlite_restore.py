@@ -474,3 +474,12 @@ def test_a_collation_only_the_application_has_leaves_the_judging_to_python(cli, 
     result = cli("cleanup", "--expired", "--store", db, code=3)
     assert "appcoll" in result.stderr and "Traceback" not in result.stderr
     assert [row[0] for row in dump(db, "sessions")] == ["a", "b"]
+
+
+@pytest.mark.parametrize("fmt", ["json", "ndjson"])
+def test_json_output_escapes_c1_controls_and_keeps_the_value(cli, tmp_path, fmt):
+    out = cli("list", "--store", hostile_db(tmp_path), "-f", fmt, "--fields", "id,user_id").stdout
+    assert not any(ch in out for ch in "\x1b\x9b\u2028\u202e"), out
+    assert "\\u009b" in out
+    rows = json.loads(out) if fmt == "json" else [json.loads(line) for line in out.splitlines()]
+    assert {row["fields"]["user_id"] for row in rows} == {"u\x9b2J", "=HYPERLINK(\x1b]0;T\x07)"}

@@ -56,6 +56,8 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069
 _CSV_CONTROL = re.compile(
     "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
 )
+#: What JSON text leaves raw of those (it escapes C0 controls in strings itself).
+_JSON_RAW = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _NAMED_CONTROLS = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -93,6 +95,10 @@ def dumps(value: Any, indent: int | None = None) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(value, default=str, indent=indent)
+    # JSON escapes C0 controls itself; DEL, C1 (a CSI \x9b recolours a terminal as ESC [
+    # does) and the line and bidi marks are escaped here too: the same value, as \u009b.
+    if _JSON_RAW.search(text):
+        return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     return text
 
 
