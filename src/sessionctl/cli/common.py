@@ -141,8 +141,8 @@ RowFormatOpt = Annotated[
         "--format",
         "-f",
         help="table, json, ndjson, csv, or csv-raw (csv prefixes a ' to text cells a "
-        "spreadsheet would run as a formula, such as =HYPERLINK(...); csv-raw writes them as "
-        "they are). Example: -f json",
+        "spreadsheet would run as a formula, such as =HYPERLINK(...), and escapes control "
+        "characters, as \\x1b; csv-raw writes them as they are). Example: -f json",
         envvar="SESSIONCTL_FORMAT",
         case_sensitive=False,
     ),
