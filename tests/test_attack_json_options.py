@@ -353,3 +353,26 @@ def test_a_record_nested_hundreds_deep_is_removed_as_the_dry_run_says(cli, tmp_p
     cli("restore", real["archive"], "-s", store)
     by_id = lambda sessions: sorted(sessions, key=lambda session: session["session_id"])  # noqa: E731
     assert by_id(json.loads(path.read_text())) == by_id(json.loads(original))
+
+
+# --- an audit log that is not what sessionctl wrote -----------------------------------------
+
+
+def test_history_reads_past_audit_lines_of_the_wrong_shape(cli, tmp_path, state_dir):
+    """`"deleted": "x"`, `1e400` or a line nested thousands deep (a log edited by hand, or
+    spliced by a full disk) made every `history` exit 70."""
+    path = _store(tmp_path)
+    cli("cleanup", "-s", f"json:{path}", "--expired")
+    log = state_dir / "audit.log"
+    with open(log, "a") as handle:
+        handle.write('{"command":"cleanup","store":"json:/x","deleted":"x","failed":-3}\n')
+        handle.write('{"command":"cleanup","store":7,"store_id":5,"deleted":1e400}\n')
+        handle.write('{"command":"restore","restored":"many","time":"\\u001b[31m"}\n')
+        handle.write("[" * 5000 + "]" * 5000 + "\n")
+    for fmt in ("table", "json", "csv"):
+        result = cli("history", "-f", fmt)
+        assert "\x1b" not in result.stdout + result.stderr
+    totals = json.loads(cli("history", "-f", "json").stdout)["totals"]
+    assert (totals["cleaned"], totals["failed"], totals["restored"]) == (1, 0, 0)
+    cli("history", "-s", "json:/x")
+    cli("history", "-s", f"json:{path}")

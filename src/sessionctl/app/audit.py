@@ -211,7 +211,7 @@ def read_audit(state_dir: Path) -> Iterator[dict]:
     for line in lines:
         try:
             entry = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue  # a line cut short by a crash: skip it, keep the rest
         if isinstance(entry, dict):
             yield entry

@@ -27,7 +27,8 @@ def matches_store(entry: dict, address: Address | None) -> bool:
         return True
     if entry.get("store") == address.label:
         return True
-    return address.matches(entry.get("store_id") or "")
+    store_id = entry.get("store_id")
+    return isinstance(store_id, str) and address.matches(store_id)
 
 
 def history(state_dir: Path, address: Address | None = None, limit: int = 20) -> dict:
@@ -39,15 +40,15 @@ def history(state_dir: Path, address: Address | None = None, limit: int = 20) ->
             continue
         command = entry.get("command")
         if command == "restore":
-            totals["restored"] += int(entry.get("restored") or 0)
+            totals["restored"] += _count(entry.get("restored"))
         elif command != "cleanup":
             continue
         elif entry.get("dry_run"):
             totals["dry_runs"] += 1
         else:
             totals["runs"] += 1
-            totals["cleaned"] += int(entry.get("deleted") or 0)
-            totals["failed"] += int(entry.get("failed") or 0)
+            totals["cleaned"] += _count(entry.get("deleted"))
+            totals["failed"] += _count(entry.get("failed"))
             last_run = entry
             if entry.get("outcome") == "ok":
                 last_success = entry
@@ -58,6 +59,12 @@ def history(state_dir: Path, address: Address | None = None, limit: int = 20) ->
         "last_run": _summary(last_run) if last_run else None,
         "last_success": _summary(last_success) if last_success else None,
     }
+
+
+def _count(value) -> int:
+    """A count from the audit log, 0 when the line says something else (a log edited by hand,
+    or cut and spliced by a full disk, must not make `history` exit 70)."""
+    return value if type(value) is int and value >= 0 else 0
 
 
 def _summary(entry: dict) -> dict:
