@@ -483,3 +483,34 @@ def test_json_output_escapes_c1_controls_and_keeps_the_value(cli, tmp_path, fmt)
     assert "\\u009b" in out
     rows = json.loads(out) if fmt == "json" else [json.loads(line) for line in out.splitlines()]
     assert {row["fields"]["user_id"] for row in rows} == {"u\x9b2J", "=HYPERLINK(\x1b]0;T\x07)"}
+
+
+# --- the last line of defence: rows a delete takes that no archive holds ---------------------
+
+
+@PUSHDOWN
+def test_a_cascade_the_search_misses_rolls_the_batch_back(cli, tmp_path, monkeypatch, pushdown):
+    """Whatever way a cascade row escapes the search (a foreign key compared as no one
+    foresaw), the delete counts what went and stops before committing rows nobody archived."""
+    from sessionctl.stores.sql import sqlite as sqlite_store
+
+    monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
+    monkeypatch.setattr(
+        sqlite_store.SqliteStore,
+        "child_rows_sql",
+        lambda self, parent, pc, child, cc, key: (f'SELECT * FROM "{child}" WHERE 0', []),
+    )
+    db = make_db(
+        tmp_path / "m.db",
+        "CREATE TABLE django_session(session_key TEXT PRIMARY KEY, session_data TEXT, "
+        "expire_date TEXT); CREATE TABLE items(id INTEGER PRIMARY KEY, "
+        "sk TEXT REFERENCES django_session(session_key) ON DELETE CASCADE);",
+        {
+            "django_session": [("k0", "d", past()), ("k1", "d", future())],
+            "items": [(1, "k0"), (2, "k1")],
+        },
+    )
+    result = cli("cleanup", "--expired", "--store", db, code=3)
+    assert "rolled back" in result.stderr
+    assert dump(db, "items") == [(1, "k0"), (2, "k1")]
+    assert len(dump(db, "django_session")) == 2

@@ -350,6 +350,7 @@ class TableStore(Store):
         table = quote_identifier(self.table)
         refused = self._cascades_to_sessions(conn, keys)
         keys = [value for value in keys if value not in refused]
+        before = self._cascade_rows(conn, keys)
         # A savepoint, so that a refusal undoes only this statement, not the transaction.
         conn.execute("SAVEPOINT sessionctl_delete")
         try:
@@ -357,6 +358,7 @@ class TableStore(Store):
                 marks = ",".join([self.mark] * len(chunk))
                 conn.execute(f"DELETE FROM {table} WHERE {key} IN ({marks})", chunk)
             conn.execute("RELEASE sessionctl_delete")
+            self._check_cascade(conn, before, keys)
             return refused
         except self.integrity_errors:
             conn.execute("ROLLBACK TO sessionctl_delete")
@@ -368,7 +370,43 @@ class TableStore(Store):
                 conn.execute(f"DELETE FROM {table} WHERE {key} = {self.mark}", (value,))
             except self.integrity_errors as exc:
                 failed[value] = f"database refused: {self.refusal(exc)}"
+        self._check_cascade(conn, before, [value for value in keys if value not in failed])
         return failed
+
+    def _cascade_rows(self, conn, keys: list) -> int | None:
+        """Rows in our table and every table its cascades reach, counted before a delete of
+        `keys` whose cascade rows were all archived; None when there is nothing to check (no
+        cascade, no archive, or DELETE triggers allowed to change those tables too)."""
+        archived = getattr(self, "_archived_children", {})
+        if not self._children or any(value not in archived for value in keys):
+            return None
+        if self.delete_triggers():
+            return None
+        tables = dict.fromkeys(t.lower() for t in [self.table, *self.cascade_tables()])
+        total = 0
+        for name in tables:
+            total += self.fetch_rows(conn, f"SELECT COUNT(*) FROM {quote_identifier(name)}")[0][0]
+        return total
+
+    def _check_cascade(self, conn, before: int | None, deleted: list) -> None:
+        """Stop the batch (the caller rolls it back) when its delete removed more rows than
+        its sessions and the cascade rows archived with them: rows no archive holds."""
+        archived = getattr(self, "_archived_children", {})
+        if before is None:
+            return
+        expected = sum(1 + archived.pop(value, 0) for value in deleted)
+        tables = dict.fromkeys(t.lower() for t in [self.table, *self.cascade_tables()])
+        after = sum(
+            self.fetch_rows(conn, f"SELECT COUNT(*) FROM {quote_identifier(name)}")[0][0]
+            for name in tables
+        )
+        if before - after > expected:
+            raise store_error(
+                f"deleting {len(deleted)} session(s) removed {before - after - expected} more "
+                "row(s) through ON DELETE CASCADE than were found and archived; that batch was "
+                "rolled back",
+                "please report the schema: sessionctl did not foresee these rows",
+            )
 
     def _cascades_to_sessions(self, conn, keys: list) -> dict:
         """{key: why} for the rows whose delete would also remove, through ON DELETE CASCADE
@@ -441,6 +479,10 @@ class TableStore(Store):
                         queue.append((child, child_row))
             if found:
                 row.children = dict(self._restore_order(found, order))
+            # What the archive holds for it, which the delete is checked against.
+            self.__dict__.setdefault("_archived_children", {})[row.key] = sum(
+                len(found_rows) for found_rows in found.values()
+            )
 
     def insert(self, entries: list[dict], id_path: str | None) -> tuple[int, int]:
         conn = self._writer_conn()
