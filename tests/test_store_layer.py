@@ -41,12 +41,12 @@ def test_every_registered_kind_parses_its_own_scheme(tmp_path):
                 address = stores.parse_address(f"{scheme}:{tmp_path / 'x'}")
                 assert address.display == f"{kind}:{tmp_path / 'x'}"
             else:
-                address = stores.parse_address(f"{scheme}://someone@127.0.0.1:5999/db")
+                address = stores.parse_address(f"{scheme}://someone@127.0.0.1:5999/0")
                 assert address.path is None
             assert address.kind == kind
 
 
-@pytest.mark.parametrize("text", ["redis://cache:6379/0", "nosuch://host/x", "mysql://u@h/db"])
+@pytest.mark.parametrize("text", ["memcached://cache:11211/0", "nosuch://host/x", "mysql://u@h/db"])
 def test_an_address_no_kind_handles_is_one_line_naming_the_kinds(cli, text):
     line = one_line_error(cli("list", "--store", text, code=ExitCode.USAGE))
     assert text.split("://")[0] + "://" in line

@@ -126,7 +126,8 @@ def open_context(config: Config, request: StoreRequest, now: float) -> StoreCont
     try:
         keys, sample = store.sample()
         if preset is None:
-            preset = detect_preset(keys, store.shape, store.table)
+            hint = store.preset_hint()
+            preset = get_preset(hint) if hint else detect_preset(keys, store.shape, store.table)
             how = "preset {} (detected from {})"
             mapping = (
                 preset_mapping(preset, how.format(preset.name, _shape_word(store)), store.columns)

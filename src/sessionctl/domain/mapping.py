@@ -467,6 +467,97 @@ PRESETS: dict[str, Preset] = {
             table="SPRING_SESSION",
             notes="SPRING_SESSION_ATTRIBUTES rows go with their session (ON DELETE CASCADE)",
         ),
+        # Redis keys (stores/redis.py): each record carries its key's type, ttl (seconds, None
+        # when it has none), ttl_expires (when Redis will drop it), memory and idle seconds;
+        # value_b64 / hash_b64 keep the value for the archive (redacted, never decoded).
+        Preset(
+            name="connect-redis",
+            title="connect-redis (express-session) keys sess:<sid> in Redis, JSON",
+            shapes=(DOCUMENT,),
+            fields={
+                "id": "sid",
+                "created": None,
+                "accessed": None,
+                "expires": "sess.cookie.expires",
+                "group": None,
+            },
+            signature=frozenset({"sid", "sess", "value_b64", "ttl"}),
+            payload=("sess", "value_b64"),
+        ),
+        Preset(
+            name="django-cache",
+            title="Django cache / cached_db sessions in Redis (pickle: opaque, never unpickled)",
+            shapes=(DOCUMENT,),
+            fields={
+                "id": "session_key",
+                "created": None,
+                "accessed": None,
+                "expires": "ttl_expires",
+                "group": None,
+            },
+            signature=frozenset({"session_key", "value_b64", "ttl"}),
+            payload=("value_b64",),
+        ),
+        Preset(
+            name="spring-redis",
+            title="Spring Session RedisIndexedSessionRepository hashes (times in epoch ms)",
+            shapes=(DOCUMENT,),
+            fields={
+                "id": "id",
+                "created": "creationTime",
+                "accessed": "lastAccessedTime",
+                "expires": "expiresAt",
+                "group": "principal",
+            },
+            signature=frozenset(
+                {"creationtime", "lastaccessedtime", "maxinactiveinterval", "hash_b64"}
+            ),
+            payload=("attributes", "hash_b64"),
+            notes="principal from the principal index sets; --orphans takes their dead members",
+        ),
+        Preset(
+            name="rails-redis",
+            title="Rails redis-session-store / redis-rack sessions (Marshal: opaque)",
+            shapes=(DOCUMENT,),
+            fields={
+                "id": "session_id",
+                "created": None,
+                "accessed": None,
+                "expires": "ttl_expires",
+                "group": None,
+            },
+            signature=frozenset({"session_id", "value_b64", "ttl"}),
+            payload=("value_b64",),
+        ),
+        Preset(
+            name="flask-redis",
+            title="Flask-Session redis sessions session:<sid> (msgpack: opaque without msgpack)",
+            shapes=(DOCUMENT,),
+            fields={
+                "id": "sid",
+                "created": None,
+                "accessed": None,
+                "expires": "ttl_expires",
+                "group": None,
+            },
+            signature=frozenset({"sid", "value_b64", "ttl"}),
+            payload=("data", "value_b64"),
+        ),
+        Preset(
+            name="phpredis",
+            title="PHP phpredis sessions PHPREDIS_SESSION:<sid> (and their _LOCK keys)",
+            shapes=(DOCUMENT,),
+            fields={
+                "id": "sid",
+                "created": None,
+                "accessed": None,
+                "expires": "ttl_expires",
+                "group": None,
+            },
+            signature=frozenset({"sid", "value_b64", "ttl"}),
+            payload=("value_b64",),
+            notes="--orphans takes _LOCK keys of crashed requests",
+        ),
     )
 }
 

@@ -28,6 +28,10 @@ GROUP_CAP = "group_cap"
 COUNT_CAP = "count_cap"
 SIZE_CAP = "size_cap"
 ALL = "all"
+#: A session without the TTL its framework always sets (Redis: `cleanup --no-ttl`).
+NO_TTL = "no_ttl"
+#: An index member or lock key whose session is gone (`cleanup --orphans`).
+ORPHAN = "orphan"
 
 
 ACTIVE, EXPIRED_STATUS, INVALID = "active", "expired", "invalid"

@@ -255,6 +255,31 @@ class Store(ABC):
         """Finish or undo what a killed run left half done; how many records it put back."""
         return 0
 
+    #: Whether records can carry an expiry the store enforces itself (a Redis TTL), so that
+    #: `cleanup --no-ttl` means something here.
+    has_ttl: ClassVar[bool] = False
+    #: Whether the store keeps entries beside its sessions that can outlive them (index
+    #: members, lock keys), which `orphans` finds and `remove` takes.
+    has_orphans: ClassVar[bool] = False
+
+    def preset_hint(self) -> str | None:
+        """The preset the store knows it holds (from its key names, say), or None to detect
+        one from the records' fields."""
+        return None
+
+    def lacks_expected_ttl(self, record: Record) -> bool:
+        """Whether a record has no TTL where what wrote it always sets one (`--no-ttl`)."""
+        return False
+
+    def orphans(self) -> list[Candidate]:
+        """Entries whose session is gone (dead index members, lock keys of crashed requests),
+        as candidates `remove` takes (their keys are not session keys)."""
+        return []
+
+    def extra_stats(self) -> dict:
+        """Figures only this kind of store has, for `stats` (JSON-ready)."""
+        return {}
+
     def prepare_restore(self, entry: dict, id_path: str | None, source_kind: str | None):
         """None if the archived `entry` can go in (mapped onto this store's shape in place),
         else why not (one sentence)."""

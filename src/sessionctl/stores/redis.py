@@ -1,0 +1,1211 @@
+"""Sessions kept as keys in Redis: connect-redis, Django cache sessions, Spring Session, Rails,
+Flask-Session, phpredis (key formats in shared/STORES.md).
+
+`redis://[USER@]HOST:PORT/DB?prefix=P`, `rediss://` (TLS) or `unix:///path.sock?db=N&prefix=P`.
+The password comes from the `password_env` / `password_file` settings or `REDISCLI_AUTH` (as
+redis-cli takes it), never from output. redis-py is imported only when a Redis store is used.
+
+Which framework wrote the keys is told from a sampling SCAN of the key names under the prefix
+(or `?preset=NAME`). Keys are found with `SCAN MATCH ... COUNT n` (never KEYS), read in
+pipelines (OBJECT IDLETIME, TYPE, PTTL and MEMORY USAGE come before GET, which would reset the
+idle time), and removed by a compare-and-delete script (UNLINK) that leaves a key alone when its
+value, fields or expiry changed since it was read. Values that could run code when decoded
+(pickle, Marshal, Java serialization) are never decoded: they are opaque bytes, kept in the
+record as base64 for the archive and shown redacted.
+
+Redis Cluster is not supported yet: the store talks to one server.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from ..domain.errors import SessionctlError, busy_error, store_error, usage_error
+from ..domain.model import Record
+from .base import Address, ArchiveFn, Candidate, RemoveOutcome, Store, StoreSettings
+
+#: Keys asked for per SCAN call, and per pipeline of reads or deletes.
+SCAN_COUNT = 1000
+PIPELINE = 500
+#: Keys a detection looks at.
+DETECT_SAMPLE = 2000
+#: The cross-host lock's life; it is renewed at a third of it while the run goes on.
+LOCK_TTL_MS = 60_000
+#: How far apart (ms) the expiry read at selection and the one at removal may lie: more, and
+#: the application renewed the key (a touch), which then stays.
+DEADLINE_SLACK_MS = 2000
+#: A `_LOCK` key without expiry, idle longer than this, is left by a crashed request.
+STALE_LOCK_S = 3600
+#: The bounds (seconds) of the TTL distribution `stats` shows.
+TTL_BUCKETS = (
+    ("<1h", 3600),
+    ("1h-1d", 86400),
+    ("1d-7d", 7 * 86400),
+    ("7d-30d", 30 * 86400),
+    (">30d", float("inf")),
+)
+
+SPRING_PRINCIPAL_INDEX = (
+    "org.springframework.session.FindByIndexNameSessionRepository.PRINCIPAL_NAME_INDEX_NAME"
+)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What one framework writes: its session keys (after the address's prefix), their type,
+    the field that names the session id, and whether every session should carry a TTL."""
+
+    name: str  # the preset of the same name (domain/mapping.py)
+    markers: tuple[str, ...]  # what follows the base prefix in a session key
+    id_pattern: str
+    type: str  # "string" or "hash"
+    id_field: str
+    ttl_expected: bool
+    #: What the address's prefix may already end with (the marker, or the namespace).
+    tails: tuple[str, ...] = ()
+
+    def base(self, prefix: str) -> str:
+        for tail in sorted(self.tails or self.markers, key=len, reverse=True):
+            if prefix.endswith(tail):
+                return prefix[: -len(tail)]
+        return prefix
+
+    def key_regex(self, prefix: str) -> re.Pattern:
+        base = self.base(prefix)
+        markers = "|".join(re.escape(m) for m in self.markers)
+        return re.compile(f"^{re.escape(base)}(?:{markers})(?P<id>{self.id_pattern})$", re.S)
+
+
+LAYOUTS: tuple[Layout, ...] = (
+    Layout("connect-redis", ("sess:",), r"[^:]+", "string", "sid", True),
+    Layout(
+        "django-cache",
+        (":1:django.contrib.sessions.cache", ":1:django.contrib.sessions.cached_db"),
+        r"[a-z0-9]{32}",
+        "string",
+        "session_key",
+        True,
+    ),
+    Layout(
+        "spring-redis",
+        ("spring:session:sessions:",),
+        r"[0-9A-Za-z][0-9A-Za-z-]{7,}",
+        "hash",
+        "id",
+        True,
+        tails=("spring:session:sessions:", "spring:session:"),
+    ),
+    # redis-session-store / redis-rack write no TTL unless expire_after is set.
+    Layout("rails-redis", ("rack:session:", "_session_id:"), r".+", "string", "session_id", False),
+    Layout("flask-redis", ("session:",), r"[^:]+", "string", "sid", True),
+    Layout("phpredis", ("PHPREDIS_SESSION:",), r"[A-Za-z0-9,-]+", "string", "sid", True),
+)
+LAYOUT_NAMES = tuple(layout.name for layout in LAYOUTS)
+
+
+def _layout(name: str) -> Layout:
+    for layout in LAYOUTS:
+        if layout.name == name:
+            return layout
+    raise usage_error(f"unknown Redis preset {name!r}", f"use one of: {', '.join(LAYOUT_NAMES)}")
+
+
+def _redis():
+    try:
+        import redis
+    except ImportError:
+        raise usage_error(
+            "a Redis store needs redis-py", "pip install 'sessionctl[redis]'"
+        ) from None
+    return redis
+
+
+# --- addresses ---------------------------------------------------------------------------------
+
+
+def parse_redis_address(text: str) -> Address:
+    text = text.strip()
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    query = parse_qs(parts.query, keep_blank_values=True)
+    allowed = {"prefix", "preset"} | ({"db"} if scheme == "unix" else set())
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        raise usage_error(
+            f"store {scheme}://...: unknown parameter {unknown[0]!r}",
+            f"a Redis address takes {', '.join(sorted(p + '=' for p in allowed))}",
+        )
+    for name, values in query.items():
+        if len(values) > 1:
+            raise usage_error(f"store {scheme}://...: {name}= given {len(values)} times")
+    prefix = query.get("prefix", [""])[0]
+    preset = query.get("preset", [""])[0] or None
+    if preset is not None:
+        _layout(preset)
+    try:
+        port = parts.port
+    except ValueError:
+        raise usage_error(f"store {scheme}://...: the port is not a number") from None
+    user = unquote(parts.username) if parts.username else None
+    secret = unquote(parts.password) if parts.password is not None else None
+    params: list[tuple[str, str]] = [("scheme", scheme)]
+    if scheme == "unix":
+        path = unquote(parts.path)
+        if not path:
+            raise usage_error("store unix://: give unix:///path/to/redis.sock?db=N")
+        db = query.get("db", ["0"])[0] or "0"
+        where = f"unix://{path}"
+        params += [("path", path)]
+    else:
+        if not parts.hostname:
+            raise usage_error(f"store {scheme}://: give {scheme}://HOST[:PORT][/DB]")
+        host = parts.hostname.lower()
+        db = parts.path.strip("/") or "0"
+        port = port or 6379
+        shown_host = f"[{host}]" if ":" in host else host
+        where = f"{scheme}://{shown_host}:{port}"
+        params += [("host", host), ("port", str(port))]
+    if not db.isdigit():
+        raise usage_error(f"store {scheme}://...: the database {db!r} is not a number")
+    params += [("db", str(int(db))), ("prefix", prefix)]
+    if user:
+        params.append(("user", user))
+    if preset:
+        params.append(("preset", preset))
+    tail = f"/{int(db)}" if scheme != "unix" else ""
+    query_text = f"?db={int(db)}" if scheme == "unix" else ""
+    if prefix:
+        query_text += ("&" if query_text else "?") + "prefix=" + quote(prefix, safe=":/@._-*")
+    if preset:
+        query_text += ("&" if query_text else "?") + "preset=" + preset
+    identity = f"{where}{tail}{query_text}"
+    if user and scheme != "unix":
+        display = f"{scheme}://{quote(user, safe='')}@{where.split('://', 1)[1]}{tail}{query_text}"
+    else:
+        display = identity
+    return Address(
+        kind="redis",
+        display=display,
+        identity=identity,
+        pinned=display,
+        params=tuple(params),
+        secret=secret,
+    )
+
+
+def read_password_file(path: str) -> str:
+    """The first line of a password file, refused unless only its owner can read it."""
+    target = os.path.expanduser(path)
+    try:
+        info = os.stat(target)
+    except OSError as exc:
+        raise usage_error(f"password_file {target}: {exc.strerror or exc}") from None
+    if info.st_mode & 0o077:
+        raise usage_error(
+            f"password_file {target} is readable by others (mode {info.st_mode & 0o777:04o})",
+            f"chmod 600 {target}",
+        )
+    try:
+        with open(target, encoding="utf-8") as handle:
+            return handle.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise usage_error(f"cannot read password_file {target}: {exc}") from None
+
+
+# --- values ------------------------------------------------------------------------------------
+
+_JAVA_MAGIC = b"\xac\xed\x00\x05"
+_JAVA_LONG = _JAVA_MAGIC + b"sr\x00\x0ejava.lang.Long"
+_JAVA_INTEGER = _JAVA_MAGIC + b"sr\x00\x11java.lang.Integer"
+
+
+def java_value(raw: bytes) -> Any:
+    """A Java-serialized Long, Integer or String (what Spring writes for its own fields), read
+    as data (nothing is instantiated); None for anything else."""
+    if raw.startswith(_JAVA_LONG) and len(raw) >= len(_JAVA_LONG) + 8:
+        return struct.unpack(">q", raw[-8:])[0]
+    if raw.startswith(_JAVA_INTEGER) and len(raw) >= len(_JAVA_INTEGER) + 4:
+        return struct.unpack(">i", raw[-4:])[0]
+    if raw.startswith(_JAVA_MAGIC + b"t") and len(raw) >= 7:
+        (length,) = struct.unpack(">H", raw[5:7])
+        body = raw[7:]
+        if len(body) == length:
+            return body.decode("utf-8", "replace")
+    return None
+
+
+def _msgpack():
+    """msgpack, when it is installed (Flask-Session's format); never a requirement."""
+    try:
+        import msgpack
+    except ImportError:
+        return None
+    return msgpack
+
+
+def value_digest(kind: str, value: Any) -> str:
+    """What the compare-and-delete script computes: sha1 of a string's bytes, or of a hash's
+    fields sorted by name (each field and value prefixed with its length)."""
+    if kind == "string":
+        return hashlib.sha1(value).hexdigest()
+    parts = []
+    for name in sorted(value):
+        item = value[name]
+        parts.append(b"%d:%s%d:%s" % (len(name), name, len(item), item))
+    return hashlib.sha1(b"".join(parts)).hexdigest()
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _key_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _key_bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+# --- scripts -----------------------------------------------------------------------------------
+
+#: KEYS[1] the session; KEYS[2..1+n] keys removed with it; then sets to take a member out of.
+#: ARGV: type, digest, deadline ms (-1: none), n, members count, members..., hash fields...
+COMPARE_AND_DELETE = """
+local key = KEYS[1]
+local t = redis.call('TYPE', key)['ok']
+if t ~= ARGV[1] or (t ~= 'string' and t ~= 'hash') then return 0 end
+local nm = tonumber(ARGV[5])
+local d
+if t == 'string' then
+  d = redis.sha1hex(redis.call('GET', key))
+else
+  if redis.call('HLEN', key) ~= #ARGV - 5 - nm then return 0 end
+  local parts = {}
+  for i = 6 + nm, #ARGV do
+    local v = redis.call('HGET', key, ARGV[i])
+    if not v then return 0 end
+    parts[#parts + 1] = #ARGV[i] .. ':' .. ARGV[i] .. #v .. ':' .. v
+  end
+  d = redis.sha1hex(table.concat(parts))
+end
+if d ~= ARGV[2] then return 0 end
+local pttl = redis.call('PTTL', key)
+if ARGV[3] == '-1' then
+  if pttl ~= -1 then return 0 end
+else
+  if pttl < 0 then return 0 end
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  if math.abs(ms + pttl - tonumber(ARGV[3])) > SLACK then return 0 end
+end
+redis.call('UNLINK', key)
+local extra = tonumber(ARGV[4])
+for i = 2, 1 + extra do redis.call('UNLINK', KEYS[i]) end
+for j = 1, nm do redis.call('SREM', KEYS[1 + extra + j], ARGV[5 + j]) end
+return 1
+""".replace("SLACK", str(DEADLINE_SLACK_MS))
+
+#: An index member whose session is gone: KEYS set, session key; ARGV member.
+DROP_MEMBER = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+return redis.call('SREM', KEYS[1], ARGV[1])
+"""
+
+#: A lock key, unchanged and still without expiry: KEYS lock; ARGV digest.
+DROP_LOCK = """
+local v = redis.call('GET', KEYS[1])
+if not v or redis.sha1hex(v) ~= ARGV[1] or redis.call('PTTL', KEYS[1]) ~= -1 then return 0 end
+redis.call('UNLINK', KEYS[1])
+return 1
+"""
+
+#: Put a hash back only if the key is free: KEYS key; ARGV ttl ms (-1 none), field, value, ...
+RESTORE_HASH = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+LOCK_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+LOCK_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+# --- the store ---------------------------------------------------------------------------------
+
+
+class RedisStore(Store):
+    kind = "redis"
+    schemes = ("redis", "rediss", "unix")
+    shape = "document"
+    natural_batch = PIPELINE
+    has_ttl = True
+    has_orphans = True
+    no_pushdown_reason = "Redis keys are judged one by one"
+
+    @classmethod
+    def parse_address(cls, text: str) -> Address:
+        return parse_redis_address(text)
+
+    def __init__(self, address: Address, settings: StoreSettings | None = None):
+        super().__init__(address, settings)
+        self.prefix = address.param("prefix", "") or ""
+        self._password = self._find_password(address)
+        self._client = None
+        self._layout: Layout | None = None
+        self._layout_known = False
+        self._idle_allowed: bool | None = None
+        self._memory_total: int | None = None
+        self._principals: dict[str, str] | None = None
+
+    # connection and errors
+
+    def _find_password(self, address: Address) -> str | None:
+        settings = self.settings
+        if settings.password_env:
+            value = os.environ.get(settings.password_env)
+            if value is None:
+                raise usage_error(f"password_env names ${settings.password_env}, which is not set")
+            return value
+        if settings.password_file:
+            return read_password_file(str(settings.password_file))
+        if address.secret is not None:
+            return address.secret
+        return os.environ.get("REDISCLI_AUTH") or None
+
+    @property
+    def where(self) -> str:
+        return self.address.display
+
+    def _scrub(self, text: str) -> str:
+        if self._password:
+            text = text.replace(self._password, "***")
+        return " ".join(text.split())
+
+    def _fault(self, exc: Exception, doing: str) -> SessionctlError:
+        redis = _redis()
+        message = self._scrub(str(exc)) or type(exc).__name__
+        lowered = message.lower()
+        if isinstance(exc, redis.AuthenticationError) or "wrongpass" in lowered:
+            return store_error(
+                f"Redis at {self.where} refused the password while {doing}",
+                "check password_env, password_file or REDISCLI_AUTH",
+            )
+        if "noauth" in lowered or "authentication required" in lowered:
+            return store_error(
+                f"Redis at {self.where} wants a password",
+                "set password_env, password_file or REDISCLI_AUTH",
+            )
+        if isinstance(exc, redis.ReadOnlyError) or lowered.startswith("readonly"):
+            return store_error(
+                f"Redis at {self.where} is a read-only replica; nothing was changed there",
+                "point the address at the primary",
+            )
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            return store_error(f"cannot reach Redis at {self.where} while {doing}: {message}")
+        return store_error(f"Redis at {self.where} failed while {doing}: {message}")
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str):
+        redis = _redis()
+        try:
+            yield
+        except redis.RedisError as exc:
+            error = self._fault(exc, doing)
+        else:
+            return
+        raise error
+
+    def _new_client(self):
+        redis = _redis()
+        address = self.address
+        common = {
+            "db": int(address.param("db", "0")),
+            "username": address.param("user"),
+            "password": self._password,
+            "socket_connect_timeout": 5,
+            "socket_timeout": max(10.0, float(self.settings.statement_timeout)),
+        }
+        if address.param("scheme") == "unix":
+            return redis.Redis(unix_socket_path=address.param("path"), **common)
+        return redis.Redis(
+            host=address.param("host"),
+            port=int(address.param("port", "6379")),
+            ssl=address.param("scheme") == "rediss",
+            **common,
+        )
+
+    @property
+    def client(self):
+        if self._client is None:
+            client = self._new_client()
+            with self._errors("connecting"):
+                client.ping()
+            self._client = client
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
+
+    # keys
+
+    def _scan(self, pattern: bytes) -> Iterator[bytes]:
+        with self._errors("scanning keys"):
+            yield from self.client.scan_iter(match=pattern, count=SCAN_COUNT)
+
+    @staticmethod
+    def _glob(text: str) -> bytes:
+        return re.sub(rb"([*?\[\]\\])", rb"\\\1", _key_bytes(text))
+
+    @property
+    def layout(self) -> Layout | None:
+        if not self._layout_known:
+            self._layout = self._detect()
+            self._layout_known = True
+        return self._layout
+
+    def _detect(self) -> Layout | None:
+        chosen = self.address.param("preset")
+        if chosen:
+            return _layout(chosen)
+        regexes = [(layout, layout.key_regex(self.prefix)) for layout in LAYOUTS]
+        counts: Counter = Counter()
+        for seen, raw in enumerate(self._scan(self._glob(self.prefix) + b"*"), start=1):
+            key = _key_text(raw)
+            for layout, regex in regexes:
+                if regex.match(key):
+                    counts[layout.name] += 1
+                    break
+            if seen >= DETECT_SAMPLE:
+                break
+        if not counts:
+            return None
+        best = max(counts.values())
+        return next(layout for layout in LAYOUTS if counts[layout.name] == best)
+
+    def preset_hint(self) -> str | None:
+        layout = self.layout
+        return layout.name if layout else None
+
+    def _session_keys(self) -> Iterator[tuple[bytes, str]]:
+        """(key, session id) of every session key, each once."""
+        layout = self.layout
+        if layout is None:
+            return
+        regex = layout.key_regex(self.prefix)
+        base = layout.base(self.prefix)
+        seen: set[bytes] = set()
+        for marker in layout.markers:
+            for raw in self._scan(self._glob(base + marker) + b"*"):
+                if raw in seen:
+                    continue
+                match = regex.match(_key_text(raw))
+                if match:
+                    seen.add(raw)
+                    yield raw, match.group("id")
+
+    def _spring_namespace(self) -> str:
+        return _spring_base(self.prefix) + "spring:session:"
+
+    # reading
+
+    def _idle_ok(self) -> bool:
+        """OBJECT IDLETIME answers only under an LRU (or no-eviction) policy, not under LFU."""
+        if self._idle_allowed is None:
+            try:
+                policy = self.client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+                self._idle_allowed = "lfu" not in str(policy)
+            except Exception:  # CONFIG refused (managed Redis): ask the key and see
+                self._idle_allowed = True
+        return self._idle_allowed
+
+    def _read(self, batch: list[tuple[bytes, str]], with_principals: bool = True) -> list[Record]:
+        layout = self.layout
+        idle = self._idle_ok()
+        with self._errors("reading sessions"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.time()
+            for key, _ in batch:
+                if idle:
+                    pipe.object("idletime", key)
+                pipe.type(key)
+                pipe.pttl(key)
+                pipe.memory_usage(key, samples=0)
+                if layout.type == "hash":
+                    pipe.hgetall(key)
+                else:
+                    pipe.get(key)
+            replies = pipe.execute(raise_on_error=False)
+        if isinstance(replies[0], Exception):
+            raise self._fault(replies[0], "reading sessions")
+        seconds, micros = replies[0]
+        now_ms = seconds * 1000 + micros // 1000
+        step = 5 if idle else 4
+        principals = self._principal_map() if layout.type == "hash" and with_principals else {}
+        records = []
+        for n, (key, session_id) in enumerate(batch):
+            part = replies[1 + n * step : 1 + (n + 1) * step]
+            if not idle:
+                part = [None, *part]
+            idletime, kind, pttl, memory, value = part
+            for reply in (kind, pttl):
+                if isinstance(reply, Exception):
+                    raise self._fault(reply, "reading sessions")
+            if kind == b"none" or pttl == -2:
+                continue  # gone since the scan (expired by Redis)
+            records.append(
+                self._record(
+                    key,
+                    session_id,
+                    kind.decode(),
+                    pttl,
+                    now_ms,
+                    None if isinstance(memory, Exception) else memory,
+                    None if isinstance(idletime, Exception) else idletime,
+                    value,
+                    principals,
+                )
+            )
+        return records
+
+    def _record(self, key, session_id, kind, pttl, now_ms, memory, idletime, value, principals):
+        layout = self.layout
+        deadline = now_ms + pttl if pttl >= 0 else -1
+        data: dict[str, Any] = {
+            layout.id_field: session_id,
+            "type": kind,
+            "ttl": round(pttl / 1000) if pttl >= 0 else None,
+            "ttl_expires": deadline / 1000 if deadline >= 0 else None,
+            "memory": memory,
+            "idle": idletime,
+        }
+        text_key = _key_text(key)
+        if isinstance(value, Exception) or kind != layout.type:
+            # WRONGTYPE: a key of another type under the session pattern is an invalid session.
+            return Record(
+                key=text_key,
+                data=None,
+                size=memory,
+                error=f"key holds a {kind}, where {layout.name} keeps a {layout.type}",
+                version=(kind, None, deadline),
+            )
+        if kind == "hash":
+            fields = value
+            data["hash_b64"] = {_b64(name): _b64(item) for name, item in fields.items()}
+            self._spring_fields(data, fields, principals.get(session_id))
+            digest = value_digest("hash", fields)
+            version = ("hash", digest, deadline, tuple(sorted(fields)))
+            return Record(key=text_key, data=data, size=memory, version=version)
+        raw = value
+        data["value_b64"] = _b64(raw)
+        version = ("string", value_digest("string", raw), deadline)
+        error = None
+        if layout.name == "connect-redis":
+            import json
+
+            try:
+                decoded = json.loads(raw)
+            except (ValueError, RecursionError) as exc:
+                error = f"value is not JSON ({str(exc).split(':')[0]})"
+            else:
+                if isinstance(decoded, dict):
+                    data["sess"] = decoded
+                else:
+                    error = "value is JSON but not an object"
+        elif layout.name == "flask-redis" and not raw.startswith(b"\x80"):
+            msgpack = _msgpack()  # data only; a pickle (Flask-Session's fallback) stays opaque
+            if msgpack is not None:
+                try:
+                    decoded = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+                except Exception:
+                    error = "value is not msgpack"
+                else:
+                    if isinstance(decoded, dict):
+                        data["data"] = decoded
+        if error is not None:
+            return Record(
+                key=text_key, data=None, size=memory, error=error, raw=raw, version=version
+            )
+        return Record(key=text_key, data=data, size=memory, version=version)
+
+    def _spring_fields(self, data: dict, fields: dict, principal: str | None) -> None:
+        created = java_value(fields.get(b"creationTime", b""))
+        accessed = java_value(fields.get(b"lastAccessedTime", b""))
+        inactive = java_value(fields.get(b"maxInactiveInterval", b""))
+        for name, value, raw_name in (
+            ("creationTime", created, b"creationTime"),
+            ("lastAccessedTime", accessed, b"lastAccessedTime"),
+            ("maxInactiveInterval", inactive, b"maxInactiveInterval"),
+        ):
+            if raw_name in fields:
+                data[name] = value if isinstance(value, int) else "<not a Java number>"
+        if isinstance(accessed, int) and isinstance(inactive, int):
+            data["expiresAt"] = accessed + inactive * 1000 if inactive >= 0 else None
+        attributes = {}
+        for name, item in fields.items():
+            if name.startswith(b"sessionAttr:"):
+                attributes[_key_text(name[len(b"sessionAttr:") :])] = f"<{len(item)} bytes>"
+        data["attributes"] = attributes
+        if principal is None:
+            raw = fields.get(b"sessionAttr:" + SPRING_PRINCIPAL_INDEX.encode())
+            value = java_value(raw) if raw else None
+            principal = value if isinstance(value, str) else None
+        data["principal"] = principal
+
+    def _principal_map(self) -> dict[str, str]:
+        """Session id -> principal name, from Spring's principal index sets."""
+        if self._principals is None:
+            found: dict[str, str] = {}
+            for _index_key, name, members in self._index_sets():
+                for member in members:
+                    value = java_value(member)
+                    if isinstance(value, str):
+                        found.setdefault(value, name)
+            self._principals = found
+        return self._principals
+
+    def _index_sets(self) -> Iterator[tuple[bytes, str, set[bytes]]]:
+        start = self._spring_namespace() + "index:" + SPRING_PRINCIPAL_INDEX + ":"
+        for key in self._scan(self._glob(start) + b"*"):
+            with self._errors("reading the principal index"):
+                try:
+                    members = self.client.smembers(key)
+                except _redis().ResponseError:
+                    continue  # not a set: not Spring's
+            yield key, _key_text(key)[len(start) :], members
+
+    def iter_records(self) -> Iterator[Record]:
+        total = 0
+        batch: list[tuple[bytes, str]] = []
+        for item in self._session_keys():
+            batch.append(item)
+            if len(batch) >= PIPELINE:
+                for record in self._read(batch):
+                    total += record.size or 0
+                    yield record
+                batch = []
+        if batch:
+            for record in self._read(batch):
+                total += record.size or 0
+                yield record
+        self._memory_total = total
+
+    def sample(self, limit: int = 50) -> tuple[list[str], list[dict]]:
+        records = []
+        batch = []
+        for item in self._session_keys():
+            batch.append(item)
+            if len(batch) >= limit:
+                break
+        if batch:
+            records = [r.data for r in self._read(batch, with_principals=False) if r.data]
+        keys: dict[str, None] = {}
+        for data in records:
+            keys.update(dict.fromkeys(data))
+        keys.setdefault("$key", None)
+        return list(keys), records
+
+    def find(self, session_id: str, id_path: str | None) -> Record | None:
+        layout = self.layout
+        if layout is not None:
+            regex = layout.key_regex(self.prefix)
+            base = layout.base(self.prefix)
+            for candidate in [session_id] + [base + m + session_id for m in layout.markers]:
+                match = regex.match(candidate)
+                if match:
+                    records = self._read([(_key_bytes(candidate), match.group("id"))])
+                    if records:
+                        return records[0]
+        return super().find(session_id, id_path)
+
+    def count(self) -> int:
+        return sum(1 for _ in self._session_keys())
+
+    def size_bytes(self) -> int:
+        if self._memory_total is None:
+            for _ in self.iter_records():
+                pass
+        return self._memory_total or 0
+
+    def describe(self) -> dict:
+        with self._errors("asking the server"):
+            info = self.client.info("server")
+        layout = self.layout
+        return {
+            "kind": self.kind,
+            "address": self.address.display,
+            "server": f"Redis {info.get('redis_version', '?')}",
+            "db": int(self.address.param("db", "0")),
+            "prefix": self.prefix,
+            "preset": layout.name if layout else None,
+            "sessions": self.count(),
+        }
+
+    # TTLs
+
+    def lacks_expected_ttl(self, record: Record) -> bool:
+        """A session without a TTL where its framework always sets one (Spring: unless its
+        maxInactiveInterval is negative, meaning it never expires)."""
+        layout = self.layout
+        if layout is None or not layout.ttl_expected or record.version is None:
+            return False
+        if record.version[2] != -1:
+            return False
+        if layout.name == "spring-redis":
+            inactive = (record.data or {}).get("maxInactiveInterval")
+            return not (isinstance(inactive, int) and inactive < 0)
+        return True
+
+    # removal
+
+    def fingerprint(self, record: Record) -> Any:
+        return record.version
+
+    def current(self, candidates: list[Candidate]) -> dict[Any, Record]:
+        sessions = [c for c in candidates if isinstance(c.key, str)]
+        found: dict[Any, Record] = {}
+        layout = self.layout
+        if layout is None:
+            return found
+        regex = layout.key_regex(self.prefix)
+        batch = []
+        for candidate in sessions:
+            match = regex.match(candidate.key)
+            if match:
+                batch.append((_key_bytes(candidate.key), match.group("id")))
+        wanted = {c.key: c.fingerprint for c in sessions}
+        for record in self._read(batch) if batch else []:
+            if _same(record.version, wanted.get(record.key)):
+                found[record.key] = record
+        return found
+
+    def remove(self, candidates: list[Candidate], archive: ArchiveFn) -> RemoveOutcome:
+        outcome = RemoveOutcome()
+        sessions = [c for c in candidates if isinstance(c.key, str)]
+        orphans = [c for c in candidates if not isinstance(c.key, str)]
+        if sessions:
+            self._remove_sessions(sessions, archive, outcome)
+        if orphans:
+            self._remove_orphans(orphans, archive, outcome)
+        return outcome
+
+    def _remove_sessions(self, candidates, archive, outcome) -> None:
+        current = self.current(candidates)
+        outcome.changed.extend(c.key for c in candidates if c.key not in current)
+        if not current:
+            return
+        records = list(current.values())
+        archive(records)
+        script = self.client.register_script(COMPARE_AND_DELETE)
+        spring = self.layout is not None and self.layout.name == "spring-redis"
+        namespace = self._spring_namespace() if spring else ""
+        removable = [r for r in records if r.version[1] is not None]
+        with self._errors("removing sessions"):
+            pipe = self.client.pipeline(transaction=False)
+            for record in removable:
+                keys, args = self._delete_args(record, spring, namespace)
+                script(keys=keys, args=args, client=pipe)
+            replies = iter(pipe.execute(raise_on_error=False) if removable else [])
+        replies = [next(replies) if r.version[1] is not None else _UNREMOVABLE for r in records]
+        for record, reply in zip(records, replies):
+            if reply is _UNREMOVABLE:
+                outcome.failed[record.key] = (
+                    f"a {record.version[0]} key where a session should be: left for a look"
+                )
+            elif isinstance(reply, Exception):
+                error = self._fault(reply, "removing sessions")
+                if "read-only" in error.message or "refused the password" in error.message:
+                    raise error
+                outcome.failed[record.key] = error.message
+            elif reply == 1:
+                outcome.removed.append(record)
+            else:
+                outcome.changed.append(record.key)
+
+    def _delete_args(self, record: Record, spring: bool, namespace: str):
+        kind, digest, deadline = record.version[:3]
+        keys: list[bytes] = [_key_bytes(record.key)]
+        extra: list[bytes] = []
+        sets: list[tuple[bytes, bytes]] = []
+        if spring and record.data is not None:
+            session_id = record.data.get("id")
+            extra.append(_key_bytes(f"{namespace}sessions:expires:{session_id}"))
+            principal = record.data.get("principal")
+            member = _java_string(str(session_id))
+            if principal is not None:
+                index = f"{namespace}index:{SPRING_PRINCIPAL_INDEX}:{principal}"
+                sets.append((_key_bytes(index), member))
+            accessed = record.data.get("lastAccessedTime")
+            inactive = record.data.get("maxInactiveInterval")
+            if isinstance(accessed, int) and isinstance(inactive, int) and inactive >= 0:
+                minute = (accessed + inactive * 1000 + 60_000) // 60_000 * 60_000
+                sets.append(
+                    (
+                        _key_bytes(f"{namespace}expirations:{minute}"),
+                        _java_string(f"expires:{session_id}"),
+                    )
+                )
+        keys += extra + [name for name, _ in sets]
+        args: list[Any] = [kind, digest or "", str(deadline), len(extra), len(sets)]
+        args += [member for _, member in sets]
+        if kind == "hash":
+            args += list(record.version[3])
+        return keys, args
+
+    # orphans
+
+    def orphans(self) -> list[Candidate]:
+        """Index members whose session is gone (Spring's principal sets) and `_LOCK` keys left
+        by crashed requests (phpredis): what `cleanup --orphans` removes."""
+        found: list[Candidate] = []
+        layout = self.layout
+        if layout is None:
+            return found
+        if layout.name == "spring-redis":
+            namespace = self._spring_namespace()
+            for index_key, _name, members in self._index_sets():
+                dead = self._dead_members(namespace, members)
+                for member, session_id in dead:
+                    key = ("index", _key_text(index_key), session_id)
+                    found.append(Candidate(key, member, session_id))
+        if layout.name == "phpredis":
+            for key, session_id, value, _idle in self._stale_locks():
+                found.append(Candidate(_key_text(key), ("lock", value), session_id))
+        return found
+
+    def _dead_members(self, namespace: str, members: set[bytes]) -> list[tuple[bytes, str]]:
+        named = []
+        for member in members:
+            value = java_value(member)
+            if isinstance(value, str):
+                named.append((member, value))
+        if not named:
+            return []
+        with self._errors("checking index members"):
+            pipe = self.client.pipeline(transaction=False)
+            for _, session_id in named:
+                pipe.exists(_key_bytes(f"{namespace}sessions:{session_id}"))
+            alive = pipe.execute()
+        return [item for item, exists in zip(named, alive) if not exists]
+
+    def _locks(self) -> Iterator[tuple[bytes, str, bytes | None, int, int | None]]:
+        """(key, session id, value, pttl, idle seconds) of every phpredis `_LOCK` key."""
+        layout = self.layout
+        base = layout.base(self.prefix)
+        regex = re.compile(
+            f"^{re.escape(base)}{re.escape(layout.markers[0])}(?P<id>{layout.id_pattern})_LOCK$"
+        )
+        keys = []
+        for raw in self._scan(self._glob(base + layout.markers[0]) + b"*_LOCK"):
+            match = regex.match(_key_text(raw))
+            if match and raw not in {k for k, _ in keys}:
+                keys.append((raw, match.group("id")))
+        for start in range(0, len(keys), PIPELINE):
+            chunk = keys[start : start + PIPELINE]
+            with self._errors("reading lock keys"):
+                pipe = self.client.pipeline(transaction=False)
+                for key, _ in chunk:
+                    pipe.object("idletime", key)
+                    pipe.pttl(key)
+                    pipe.get(key)
+                replies = pipe.execute(raise_on_error=False)
+            for n, (key, session_id) in enumerate(chunk):
+                idle, pttl, value = replies[3 * n : 3 * n + 3]
+                if isinstance(value, Exception) or isinstance(pttl, Exception):
+                    continue
+                yield key, session_id, value, pttl, None if isinstance(idle, Exception) else idle
+
+    def _stale_locks(self) -> Iterator[tuple[bytes, str, bytes, int | None]]:
+        """Lock keys without expiry whose request is gone: its process, on this host, is not
+        running; or the key has sat untouched longer than any request runs (STALE_LOCK_S)."""
+        here = socket.gethostname()
+        for key, session_id, value, pttl, idle in self._locks():
+            if value is None or pttl != -1:
+                continue
+            host, _, pid = value.decode("utf-8", "replace").rpartition("|")
+            crashed = host == here and pid.isdigit() and not _pid_alive(int(pid))
+            if crashed or (idle is not None and idle > STALE_LOCK_S):
+                yield key, session_id, value, idle
+
+    def _remove_orphans(self, candidates, archive, outcome) -> None:
+        records = []
+        for candidate in candidates:
+            if isinstance(candidate.key, tuple):
+                _, index_key, session_id = candidate.key
+                data = {
+                    "orphan": "index member",
+                    "index": index_key,
+                    "member_b64": _b64(candidate.fingerprint),
+                }
+            else:
+                data = {
+                    "orphan": "lock",
+                    "lock": candidate.key,
+                    "value_b64": _b64(candidate.fingerprint[1]),
+                }
+            records.append(Record(key=candidate.key, data=data, size=None))
+        archive(records)
+        member_script = self.client.register_script(DROP_MEMBER)
+        lock_script = self.client.register_script(DROP_LOCK)
+        namespace = self._spring_namespace()
+        with self._errors("removing orphans"):
+            pipe = self.client.pipeline(transaction=False)
+            for candidate in candidates:
+                if isinstance(candidate.key, tuple):
+                    _, index_key, session_id = candidate.key
+                    session_key = f"{namespace}sessions:{session_id}"
+                    member_script(
+                        keys=[_key_bytes(index_key), _key_bytes(session_key)],
+                        args=[candidate.fingerprint],
+                        client=pipe,
+                    )
+                else:
+                    digest = hashlib.sha1(candidate.fingerprint[1]).hexdigest()
+                    lock_script(keys=[_key_bytes(candidate.key)], args=[digest], client=pipe)
+            replies = pipe.execute(raise_on_error=False)
+        for record, reply in zip(records, replies):
+            if isinstance(reply, Exception):
+                outcome.failed[record.key] = self._fault(reply, "removing orphans").message
+            elif reply == 1:
+                outcome.removed.append(record)
+            else:
+                outcome.changed.append(record.key)
+
+    # stats
+
+    def extra_stats(self) -> dict:
+        """What only Redis has: sessions without a TTL, the TTL distribution, memory by prefix,
+        index sets and their dead members, lock keys without expiry."""
+        layout = self.layout
+        out: dict[str, Any] = {"preset": layout.name if layout else None}
+        no_ttl = 0
+        buckets = [0] * len(TTL_BUCKETS)
+        if layout is not None:
+            batch: list[tuple[bytes, str]] = []
+            keys = list(self._session_keys())
+            for start in range(0, len(keys), PIPELINE):
+                batch = keys[start : start + PIPELINE]
+                with self._errors("reading TTLs"):
+                    pipe = self.client.pipeline(transaction=False)
+                    for key, _ in batch:
+                        pipe.pttl(key)
+                    replies = pipe.execute(raise_on_error=False)
+                for pttl in replies:
+                    if not isinstance(pttl, int) or pttl == -2:
+                        continue
+                    if pttl == -1:
+                        no_ttl += 1
+                        continue
+                    for n, (_, bound) in enumerate(TTL_BUCKETS):
+                        if pttl / 1000 < bound:
+                            buckets[n] += 1
+                            break
+        out["sessions_without_ttl"] = no_ttl
+        out["ttl_histogram"] = [
+            {"bucket": label, "count": count} for (label, _), count in zip(TTL_BUCKETS, buckets)
+        ]
+        out["memory_by_prefix"] = self._memory_by_prefix()
+        if layout is not None and layout.name == "spring-redis":
+            sets = members = dead = 0
+            namespace = self._spring_namespace()
+            for _key, _name, found in self._index_sets():
+                sets += 1
+                members += len(found)
+                dead += len(self._dead_members(namespace, found))
+            out["index_sets"] = sets
+            out["index_members"] = members
+            out["dead_index_members"] = dead
+        if layout is not None and layout.name == "phpredis":
+            locks = list(self._locks())
+            out["lock_keys"] = len(locks)
+            out["lock_keys_without_expiry"] = sum(1 for item in locks if item[3] == -1)
+            out["stale_lock_keys"] = sum(1 for _ in self._stale_locks())
+        return out
+
+    def _memory_by_prefix(self) -> list[dict]:
+        """Keys and bytes under the address's prefix, by the part of each name up to its last
+        `:` (at most 20 groups, the largest; the rest as "other")."""
+        sizes: Counter = Counter()
+        counts: Counter = Counter()
+        keys = list(self._scan(self._glob(self.prefix) + b"*"))
+        for start in range(0, len(keys), PIPELINE):
+            chunk = keys[start : start + PIPELINE]
+            with self._errors("measuring memory"):
+                pipe = self.client.pipeline(transaction=False)
+                for key in chunk:
+                    pipe.memory_usage(key, samples=0)
+                replies = pipe.execute(raise_on_error=False)
+            for key, size in zip(chunk, replies):
+                text = _key_text(key)[len(self.prefix) :]
+                group = self.prefix + (text.rpartition(":")[0] + ":" if ":" in text else "")
+                counts[group] += 1
+                sizes[group] += size if isinstance(size, int) else 0
+        ranked = sorted(sizes, key=lambda g: (-sizes[g], g))
+        out = [{"prefix": g, "keys": counts[g], "bytes": sizes[g]} for g in ranked[:20]]
+        if len(ranked) > 20:
+            rest = ranked[20:]
+            out.append(
+                {
+                    "prefix": "other",
+                    "keys": sum(counts[g] for g in rest),
+                    "bytes": sum(sizes[g] for g in rest),
+                }
+            )
+        return out
+
+    # restore
+
+    def prepare_restore(self, entry: dict, id_path: str | None, source_kind: str | None):
+        record = entry.get("record")
+        if source_kind != self.kind or not isinstance(record, dict):
+            return "a Redis store takes back only what a Redis store's cleanup archived"
+        if not any(k in record for k in ("value_b64", "hash_b64", "orphan")):
+            return "the archive keeps no Redis value for it"
+        return None
+
+    def insert(self, entries: list[dict], id_path: str | None) -> tuple[int, int]:
+        restored = skipped = 0
+        now = time.time()
+        hash_script = self.client.register_script(RESTORE_HASH)
+        with self._errors("restoring sessions"):
+            pipe = self.client.pipeline(transaction=False)
+            planned = 0
+            for entry in entries:
+                record = entry.get("record") or {}
+                key = entry.get("key")
+                if record.get("orphan") == "index member":
+                    pipe.sadd(_key_bytes(record["index"]), base64.b64decode(record["member_b64"]))
+                    planned += 1
+                    continue
+                if record.get("orphan") == "lock":
+                    pipe.set(_key_bytes(key), base64.b64decode(record["value_b64"]), nx=True)
+                    planned += 1
+                    continue
+                if not isinstance(key, str):
+                    skipped += 1
+                    continue
+                expires = record.get("ttl_expires")
+                ttl_ms = -1
+                if isinstance(expires, (int, float)):
+                    ttl_ms = int((expires - now) * 1000)
+                    if ttl_ms <= 0:
+                        skipped += 1  # its TTL ran out meanwhile: Redis would have removed it
+                        continue
+                if "hash_b64" in record:
+                    args: list[Any] = [ttl_ms]
+                    for name, value in record["hash_b64"].items():
+                        args += [base64.b64decode(name), base64.b64decode(value)]
+                    hash_script(keys=[_key_bytes(key)], args=args, client=pipe)
+                else:
+                    value = base64.b64decode(record["value_b64"])
+                    pipe.set(_key_bytes(key), value, nx=True, px=ttl_ms if ttl_ms > 0 else None)
+                planned += 1
+            replies = pipe.execute(raise_on_error=False) if planned else []
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise self._fault(reply, "restoring sessions")
+            if reply in (1, True):
+                restored += 1
+            else:
+                skipped += 1
+        return restored, skipped
+
+    # the lock every host sees
+
+    def cross_host_lock(self, identity: str):
+        lock_key = "sessionctl:lock:" + hashlib.sha1(identity.encode()).hexdigest()[:20]
+        store = self
+
+        @contextlib.contextmanager
+        def held():
+            token = f"{socket.gethostname()}|{os.getpid()}|{secrets.token_hex(8)}"
+            client = store.client
+            with store._errors("taking the cleanup lock"):
+                taken = client.set(lock_key, token, nx=True, px=LOCK_TTL_MS)
+            if not taken:
+                raise busy_error(
+                    f"another cleanup of {store.address.display} is running (Redis lock "
+                    f"{lock_key})",
+                    "wait for it to finish",
+                )
+            stop = threading.Event()
+            renew = client.register_script(LOCK_RENEW)
+
+            def keep_alive():
+                while not stop.wait(LOCK_TTL_MS / 3000):
+                    with contextlib.suppress(Exception):
+                        renew(keys=[lock_key], args=[token, LOCK_TTL_MS])
+
+            thread = threading.Thread(target=keep_alive, name="sessionctl-redis-lock", daemon=True)
+            thread.start()
+            try:
+                yield
+            finally:
+                stop.set()
+                thread.join(timeout=5)
+                with contextlib.suppress(Exception):
+                    client.register_script(LOCK_RELEASE)(keys=[lock_key], args=[token])
+
+        return held()
+
+
+#: The reply of a key no script was run for (not a string or hash: it cannot be compared).
+_UNREMOVABLE = object()
+
+
+def _spring_base(prefix: str) -> str:
+    for tail in ("spring:session:sessions:", "spring:session:"):
+        if prefix.endswith(tail):
+            return prefix[: -len(tail)]
+    return prefix
+
+
+def _java_string(value: str) -> bytes:
+    raw = value.encode()
+    return _JAVA_MAGIC + b"t" + struct.pack(">H", len(raw)) + raw
+
+
+def _same(version: Any, wanted: Any) -> bool:
+    """Whether a record read now is the one selected: same type and digest, and the same
+    expiry (within DEADLINE_SLACK_MS), or no expiry both times."""
+    if version is None or wanted is None:
+        return False
+    if version[0] != wanted[0] or version[1] != wanted[1]:
+        return False
+    if (version[2] == -1) != (wanted[2] == -1):
+        return False
+    return version[2] == -1 or abs(version[2] - wanted[2]) <= DEADLINE_SLACK_MS
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
