@@ -514,3 +514,15 @@ def test_a_cascade_the_search_misses_rolls_the_batch_back(cli, tmp_path, monkeyp
     assert "rolled back" in result.stderr
     assert dump(db, "items") == [(1, "k0"), (2, "k1")]
     assert len(dump(db, "django_session")) == 2
+
+
+@pytest.mark.parametrize("version", [99, "1", True, None])
+def test_an_archive_of_another_format_is_refused_in_one_line(cli, tmp_path, version):
+    db = make_db(tmp_path / "v.db", "CREATE TABLE sessions(id TEXT PRIMARY KEY, expires_at TEXT);")
+    archive = tmp_path / "a.ndjson.gz"
+    with gzip.open(archive, "wt") as handle:
+        handle.write(json.dumps({"sessionctl_archive": version, "kind": "sqlite"}) + "\n")
+        handle.write(json.dumps({"key": 1, "id": "s", "record": {"id": "s"}}) + "\n")
+    result = cli("restore", archive, "--store", db, code=2)
+    assert "format" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert dump(db, "sessions") == []

@@ -162,6 +162,14 @@ def read_archive(path: Path) -> ArchiveContents:
             return ArchiveContents(header={}, entries=[], truncated=True)
     if not parsed or not isinstance(parsed[0], dict) or "sessionctl_archive" not in parsed[0]:
         raise usage_error(f"{path} is not a sessionctl archive")
+    version = parsed[0]["sessionctl_archive"]
+    if version != ARCHIVE_FORMAT or type(version) is not int:
+        # A newer format may mean its entries differently: never guess at them.
+        raise usage_error(
+            f"{path} is a sessionctl archive of format {str(version)[:20]!r}; this version "
+            f"reads format {ARCHIVE_FORMAT}",
+            "restore it with the sessionctl that wrote it",
+        )
     return ArchiveContents(header=parsed[0], entries=parsed[1:], truncated=truncated)
 
 
