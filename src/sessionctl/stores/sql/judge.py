@@ -93,8 +93,25 @@ class Dialect:
         raise NotImplementedError
 
     def sound(self, columns: list[str]) -> str:
-        """1 when Python can read every value of the row (its text is valid)."""
-        return "1"
+        """True when Python can read every value of the row (its text is valid)."""
+        return "TRUE"
+
+    def as_float(self, x: str) -> str:
+        """The number as a double, so divisions round as Python's floats do."""
+        return x
+
+    def other_epoch(self, x: str, utc: bool) -> str | None:
+        """` WHEN ... THEN <epoch seconds>` for values that are not numbers: text times (when
+        naive times are UTC), the dialect's own time types."""
+        return self.text_epoch(x) if utc else None
+
+    def unique_ids_only(self) -> bool:
+        """Whether duplicate ids can be found here only when the table keeps ids unique."""
+        return False
+
+    def group_value(self, x: str) -> str:
+        """The value a group is shown by, in a query grouped by `group_key`."""
+        return x
 
     def scan_hint(self) -> str:
         """Written after the table in a full scan (SQLite: NOT INDEXED)."""
@@ -124,7 +141,7 @@ class CompiledJudge:
     #: The table's own columns the expressions read (so inner queries carry only those).
     columns_used: list[str] = field(default_factory=list)
     #: Over the table: 1 when every TEXT value of the row is UTF-8 (Python can read the row).
-    sound: str = "1"
+    sound: str = "TRUE"
     params: dict = field(default_factory=dict)
 
     def any_of(self, codes: list[str]) -> str:
@@ -171,15 +188,19 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
         if x in (None, "NULL"):
             times[role] = None
             continue
-        text_epoch = (dialect.text_epoch(x) if utc else None) or ""
-        computed[alias] = (
-            f"CASE WHEN {dialect.numeric_time(x)} THEN CASE WHEN {x} >= 1e14 THEN {x} / 1e6"
-            f" WHEN {x} >= 1e11 THEN {x} / 1e3 ELSE {x} * 1.0 END{text_epoch} END"
-        )
+        numeric, f = dialect.numeric_time(x), dialect.as_float(x)
+        cases = ""
+        if numeric != "FALSE":  # (a column that never holds numbers is not compared to one)
+            cases = (
+                f" WHEN {numeric} THEN CASE WHEN {x} >= 1e14 THEN {f} / 1e6"
+                f" WHEN {x} >= 1e11 THEN {f} / 1e3 ELSE {f} * 1.0 END"
+            )
+        cases += dialect.other_epoch(x, utc) or ""
+        computed[alias] = f"CASE{cases} END" if cases else "CAST(NULL AS DOUBLE PRECISION)"
         # The value is NULL exactly when the column is NULL or SQL cannot read it: checked in
         # the outer query, so each row's text is validated once. Times before 2000 are
         # implausible (invalid, and not used for expiry): Python judges those rows.
-        checks.append(f"({x} IS NULL OR IFNULL({alias}, 0) >= {PLAUSIBLE_SINCE!r})")
+        checks.append(f"({x} IS NULL OR COALESCE({alias}, 0) >= {PLAUSIBLE_SINCE!r})")
         times[role] = alias
     # A row with a TEXT value that is not UTF-8 is a corrupt record to Python: SQL leaves it
     # to Python, and counts it neither among the duplicates nor in the groups.
@@ -192,7 +213,7 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
     reasons: dict[str, str] = {}
 
     def add(code: str, expression: str) -> None:
-        part = f"IFNULL(({expression}), 0)"
+        part = f"(CASE WHEN {expression} THEN 1 ELSE 0 END)"
         reasons[code] = part if code not in reasons else f"{reasons[code]} + {part}"
 
     expired_codes = []
@@ -213,13 +234,13 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
 
     # Every row needs an id, required or not, as in Python.
     missing_id = column(mapping.path("id"))
-    add(model.MISSING_ID, "1" if missing_id is None else f"{missing_id} IS NULL")
+    add(model.MISSING_ID, "TRUE" if missing_id is None else f"{missing_id} IS NULL")
     for name in policy.rules.required:
         if name == "id":
             continue  # missing_id, above
         if name in ROLES:
             x = column(mapping.path(name))
-            add(model.MISSING_FIELD, "1" if x is None else f"{x} IS NULL")
+            add(model.MISSING_FIELD, "TRUE" if x is None else f"{x} IS NULL")
         else:
             x = column(name)
             # BINARY: under RTRIM, "  " = "" (Python says a blank is there).
@@ -235,11 +256,13 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
         member = []
         if texts:
             listed = ", ".join(map(_literal, texts))
-            member.append(f"({dialect.is_text(x)} AND {dialect.text_in(x, listed)})")
+            if dialect.is_text(x) != "FALSE":
+                member.append(f"({dialect.is_text(x)} AND {dialect.text_in(x, listed)})")
         if numbers:
             listed = ", ".join(repr(n) for n in numbers)
-            member.append(f"({dialect.is_number(x)} AND {x} IN ({listed}))")
-        add(model.NOT_ALLOWED, f"{x} IS NOT NULL AND NOT ({' OR '.join(member) or '0'})")
+            if dialect.is_number(x) != "FALSE":
+                member.append(f"({dialect.is_number(x)} AND {x} IN ({listed}))")
+        add(model.NOT_ALLOWED, f"{x} IS NOT NULL AND NOT ({' OR '.join(member) or 'FALSE'})")
     for path, type_name in policy.rules.types.items():
         x = column(path)
         if x == "NULL":
@@ -262,6 +285,8 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
     rowid = store.key_sql
     duplicates = None
     if id_column not in (None, "NULL") and mapping.path("id") not in store.unique_fields():
+        if dialect.unique_ids_only():
+            return None, "the id column is not kept unique by the table"
         if dialect.holds_reals(store, mapping.path("id")):
             return None, "the id column holds real numbers, which SQL writes unlike Python"
         # Ids compare as Python compares them: as their text, byte for byte, whatever the
@@ -269,7 +294,7 @@ def compile_judge(store, mapping: Mapping, policy: Policy, tz, now: float):
         duplicates = (
             f"SELECT k FROM (SELECT {rowid} AS k, ROW_NUMBER() OVER (PARTITION BY"
             f" {dialect.text_key(id_column)} ORDER BY {rowid}) AS n"
-            f" FROM {quote(store.table)} WHERE {id_column} IS NOT NULL AND {SOUND}) WHERE n > 1"
+            f" FROM {store.qualified} WHERE {id_column} IS NOT NULL AND {SOUND}) AS t WHERE n > 1"
         )
         add(model.DUPLICATE_ID, f"_k IN {DUPLICATES_TABLE}")
     invalid_order = [
@@ -317,7 +342,7 @@ class Pushdown:
     def __init__(self, store, compiled: CompiledJudge):
         self.store = store
         self.compiled = compiled
-        self.table = quote(store.table)
+        self.table = store.qualified
         self.rowid = store.key_sql  # a rowid alias no column shadows
         # Temp tables on the read connection: the application's database is not touched.
         with store.translate_errors("read"):
@@ -338,6 +363,8 @@ class Pushdown:
 
     def _find_unsound(self, conn) -> str:
         """Note the rows whose text Python cannot read; SQL that tells them from the rest."""
+        if self.compiled.sound == "TRUE":
+            return "TRUE"  # the dialect's text is always what Python reads
         name = UNSOUND_TABLE.split(".")[1]
         conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name}(k INTEGER PRIMARY KEY)")
         conn.execute(f"DELETE FROM {UNSOUND_TABLE}")
@@ -358,7 +385,7 @@ class Pushdown:
             f"{sql if alias != '_u' or exact else self.read_sound} AS {alias}"
             for alias, sql in self.compiled.computed.items()
         ]
-        parts += ["*"] if whole_rows else self.compiled.columns_used
+        parts += self.store.row_columns() if whole_rows else self.compiled.columns_used
         # The dialect keeps the database from flattening the subquery into the outer one,
         # which would repeat each per-row expression everywhere it is used.
         d = self.store.dialect
@@ -390,19 +417,20 @@ class Pushdown:
         buckets = []
         previous = None
         for _, bound in AGE_BUCKETS if dated else []:  # nothing to bucket without a time
-            condition = f"(:now - {born}) < {bound!r}" if bound != float("inf") else "1"
+            condition = f"(:now - {born}) < {bound!r}" if bound != float("inf") else "TRUE"
             if previous is not None:
                 condition += f" AND NOT ((:now - {born}) < {previous!r})"
             buckets.append(f"SUM(CASE WHEN {born} IS NOT NULL AND {condition} THEN 1 ELSE 0 END)")
             previous = bound
         codes = list(c.reasons)
         sql = (
-            f"SELECT COUNT(*), SUM({expired}), SUM({invalid}),"
-            f" SUM(NOT {expired} AND NOT {invalid}),"
+            f"SELECT COUNT(*), SUM(CASE WHEN {expired} THEN 1 ELSE 0 END),"
+            f" SUM(CASE WHEN {invalid} THEN 1 ELSE 0 END),"
+            f" SUM(CASE WHEN NOT {expired} AND NOT {invalid} THEN 1 ELSE 0 END),"
             f" SUM(CASE WHEN {born} IS NULL THEN 1 ELSE 0 END)"
             + "".join(f", SUM({c.reasons[code]})" for code in codes)
             + "".join(f", {b}" for b in buckets)
-            + f" FROM ({self._inner()}) WHERE {c.decided}"
+            + f" FROM ({self._inner()}) AS t WHERE {c.decided}"
         )
         store = self.store
         params = {k: v for k, v in self.compiled.params.items() if f":{k}" in sql}
@@ -412,8 +440,9 @@ class Pushdown:
             # Python, and a clean table is not scanned a second time.
             store.begin_read(store._reader)
             try:
-                total = store._reader.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0]
-                row = store._reader.execute(sql, params).fetchone()
+                total = store.fetch_rows(store._reader, f"SELECT COUNT(*) FROM {self.table}")
+                total = total[0][0]
+                row = store.fetch_rows(store._reader, sql, params)[0]
             finally:
                 store.commit(store._reader)
         n, n_expired, n_invalid, n_active, undated = (v or 0 for v in row[:5])
@@ -440,7 +469,7 @@ class Pushdown:
             return None
         id_column = self.compiled.id_column or "NULL"
         rows = self._run(
-            f"SELECT {alias}, {id_column} FROM ({self._inner()})"
+            f"SELECT {alias}, {id_column} FROM ({self._inner()}) AS t"
             f" WHERE {alias} IS NOT NULL AND {self.compiled.decided}"
             f" ORDER BY {alias} {direction}, _k ASC LIMIT 1"
         )
@@ -457,14 +486,16 @@ class Pushdown:
         # a blob is its own group (Python names it by its repr).
         text = self.store.dialect.group_key(group)
         counted = (
-            f"SELECT {group} AS g, COUNT(*) AS n, MIN({self.rowid}) AS first FROM {self.table}"
+            f"SELECT {self.store.dialect.group_value(group)} AS g, COUNT(*) AS n,"
+            f" MIN({self.rowid}) AS first FROM {self.table}"
             f" WHERE {group} IS NOT NULL AND {self.read_sound} GROUP BY {text}"
         )
-        group_count = self.store.query(f"SELECT COUNT(*) FROM ({counted})")[0][0]
-        top_rows = self.store.query(f"{counted} ORDER BY n DESC, first ASC LIMIT ?", (top,))
+        group_count = self.store.query(f"SELECT COUNT(*) FROM ({counted}) AS t")[0][0]
+        top_rows = self._run(f"{counted} ORDER BY n DESC, first ASC LIMIT :top", {"top": top})
         over = None
         if cap:
-            over = self.store.query(f"SELECT COUNT(*) FROM ({counted}) WHERE n > ?", (cap,))[0][0]
+            over = self._run(f"SELECT COUNT(*) FROM ({counted}) AS t WHERE n > :cap", {"cap": cap})
+            over = over[0][0]
         return {
             "group_count": group_count,
             "top_groups": [(g if type(g) is str else str(g), n) for g, n, _ in top_rows],
@@ -485,7 +516,7 @@ class Pushdown:
         c = self.compiled
         store = self.store
         flagged = [code for code in codes if code in c.reasons]
-        wanted = "1" if everything else c.any_of(flagged)
+        wanted = "TRUE" if everything else c.any_of(flagged)
         prefix = ["all"] if everything else []
         flags = "".join(f", ({c.reasons[code]}) > 0" for code in flagged)
         conn = store._writer_conn()
@@ -496,31 +527,38 @@ class Pushdown:
             where = f" WHERE {self.rowid} > :last" if last is not None else ""
             sql = (
                 f"SELECT _k, {c.id_column or 'NULL'}, {c.decided}{flags}"
-                f" FROM ({self._inner(where, exact=True)})"
+                f" FROM ({self._inner(where, exact=True)}) AS t"
                 f" WHERE ({c.decided} AND ({wanted})) OR NOT {c.decided} LIMIT {int(batch)}"
             )
             params = {**c.params, "last": last}
             params = {k: v for k, v in params.items() if f":{k}" in sql}
-            with store.translate_errors("write"):
-                store.begin_write(conn)
-                try:
-                    found = store.fetch_rows(conn, sql, params)
-                    picked = [row for row in found if row[2]]
-                    self.left_to_python.extend(row[0] for row in found if not row[2])
-                    keys = [row[0] for row in picked]
-                    reasons = {
-                        row[0]: prefix + [code for code, on in zip(flagged, row[3:]) if on]
-                        for row in picked
-                    }
-                    if keys and archive is not None:
-                        rows = list(store._fetch(conn, keys).values())
-                        store._attach_children(conn, rows)
-                        archive(rows, reasons)
-                    failed = store.delete_keys(conn, keys) if keys else {}
-                    store.commit(conn)
-                except BaseException:
-                    store.rollback(conn)
-                    raise
+
+            def one_batch(sql=sql, params=params):
+                with store.translate_errors("write"):
+                    store.begin_write(conn)
+                    try:
+                        found = store.fetch_rows(conn, sql, params)
+                        picked = [row for row in found if row[2]]
+                        keys = [row[0] for row in picked]
+                        reasons = {
+                            row[0]: prefix + [code for code, on in zip(flagged, row[3:]) if on]
+                            for row in picked
+                        }
+                        if keys and archive is not None:
+                            rows = list(store._fetch(conn, keys).values())
+                            store._attach_children(conn, rows)
+                            archive(rows, reasons)
+                        failed = store.delete_keys(conn, keys) if keys else {}
+                        store.commit(conn)
+                    except BaseException:
+                        store.rollback(conn)
+                        raise
+                return found, picked, reasons, failed
+
+            # A batch that met a lock or a concurrent update is tried again (by stores whose
+            # database can say so), from the same place.
+            found, picked, reasons, failed = store.retrying(one_batch)
+            self.left_to_python.extend(row[0] for row in found if not row[2])
             if not found:
                 return
             removed = [
@@ -560,7 +598,7 @@ class Pushdown:
         (record, None) for every undecidable row, which Python must judge."""
         c = self.compiled
         flagged = [code for code in codes if code in c.reasons]
-        wanted = "1" if everything else c.any_of(flagged)
+        wanted = "TRUE" if everything else c.any_of(flagged)
         prefix = ["all"] if everything else []
         condition = f"({wanted}) OR NOT {c.decided}"
         for record, flags in self._pages(condition, flagged, with_decided=True):
@@ -577,7 +615,10 @@ class Pushdown:
         while True:
             where = f" WHERE {self.rowid} > :last" if last is not None else ""
             inner = self._inner(where, whole_rows=True)
-            sql = f"SELECT _k, {c.decided}{flags}, * FROM ({inner}) WHERE {condition} LIMIT {PAGE}"
+            sql = (
+                f"SELECT _k, {c.decided}{flags}, * FROM ({inner}) AS t"
+                f" WHERE {condition} LIMIT {PAGE}"
+            )
             rows = self._run(sql, {"last": last})
             width = len(c.computed) + 1  # _k and the computed values precede the row's own
             for row in rows:

@@ -37,6 +37,7 @@ from ...domain.errors import SessionctlError, busy_error, store_error, usage_err
 from ...domain.mapping import CANDIDATES, norm_name
 from ...domain.model import Record
 from ..base import Address, ArchiveFn, Candidate, RemoveOutcome, StoreSettings, canonical_bytes
+from .judge import Dialect
 from .table import READ_PAGE, TableStore, decode_value, quote_identifier
 
 SCHEMES = ("postgresql", "postgres")
@@ -185,11 +186,100 @@ def _json_value(value):
     return str(value)
 
 
-class PostgresDialect:
-    """PostgreSQL for the judge: not written yet; the store judges in Python meanwhile."""
+class Unsupported(Exception):
+    """The judge cannot say this in SQL exactly as Python would: Python judges the store."""
 
-    def key_problem(self, store) -> str:
-        return "the SQL judge has no PostgreSQL dialect yet"
+
+_INTEGERS = ("smallint", "integer", "bigint")
+_NUMBERS = (*_INTEGERS, "numeric", "real", "double precision")
+_TEXTS = ("text", "character varying")
+
+
+class PostgresDialect(Dialect):
+    """PostgreSQL for the judge. A column has one type, so each test is decided by the column's
+    type when the SQL is written; values Python would read differently than SQL (floats as
+    text, padded char(n), JSON documents) make the judge give up on the store, not guess."""
+
+    def __init__(self, store: PostgresStore):
+        self.store = store
+        self.types = {
+            quote_identifier(column): kind.split("(")[0].strip()
+            for column, kind in store.column_types.items()
+        }
+        self.server_zone = {quote_identifier(c) for c in store.server_zone_columns()}
+
+    def _type(self, x: str) -> str:
+        return self.types.get(x, "unknown")
+
+    def numeric_time(self, x: str) -> str:
+        if self._type(x) in _NUMBERS:
+            return f"{x} >= 0 AND {x} < 1e17"
+        return "FALSE"
+
+    def as_float(self, x: str) -> str:
+        return f"({x})::float8"
+
+    def other_epoch(self, x: str, utc: bool) -> str | None:
+        kind = self._type(x)
+        if kind == "timestamp with time zone":
+            return f" WHEN {x} IS NOT NULL THEN extract(epoch from {x})::float8"
+        if kind == "timestamp without time zone":
+            if x in self.server_zone:
+                return f" WHEN {x} IS NOT NULL THEN extract(epoch from {x}::timestamptz)::float8"
+            if utc:
+                return f" WHEN {x} IS NOT NULL THEN extract(epoch from {x})::float8"
+        return None  # text times, dates: Python reads them
+
+    def is_text(self, x: str) -> str:
+        return "TRUE" if self._type(x) in _TEXTS else "FALSE"
+
+    def is_number(self, x: str) -> str:
+        kind = self._type(x)
+        if kind in ("real", "double precision"):
+            raise Unsupported(f"the column {x} holds floating-point numbers")
+        return "TRUE" if kind in _NUMBERS else "FALSE"
+
+    def text_in(self, x: str, literals: str) -> str:
+        return f'{x} COLLATE "C" IN ({literals})'
+
+    def blank(self, x: str) -> str:
+        if self._type(x) not in _TEXTS:
+            raise Unsupported(f"a rule reads the column {x} as text")
+        return f"{x} = ''"
+
+    def type_test(self, x: str, type_name: str) -> str | None:
+        kind = self._type(x)
+        if kind in ("json", "jsonb", "real", "double precision", "unknown"):
+            raise Unsupported(f"the column {x} holds values whose type varies for Python")
+        if type_name == "string":
+            return "TRUE" if kind in _TEXTS else "FALSE"
+        if type_name == "integer":
+            if kind == "numeric":
+                return f"{x} = trunc({x})"
+            return "TRUE" if kind in _INTEGERS else "FALSE"
+        if type_name == "number":
+            return "TRUE" if kind in _NUMBERS else "FALSE"
+        if type_name == "boolean":
+            return "TRUE" if kind == "boolean" else "FALSE"
+        return "FALSE"
+
+    def text_key(self, x: str) -> str:
+        if self._type(x) not in (*_TEXTS, *_INTEGERS):
+            raise Unsupported(f"the column {x} is not text or integers")
+        return f'({x})::text COLLATE "C"'
+
+    def group_value(self, x: str) -> str:
+        return f"MIN(({x})::text)"
+
+    def holds_reals(self, store, column: str) -> bool:
+        return self._type(quote_identifier(column)) not in (*_TEXTS, *_INTEGERS)
+
+    def unique_ids_only(self) -> bool:
+        return True
+
+    def materialize(self) -> str:
+        # OFFSET 0 keeps PostgreSQL from pulling the subquery up into the outer query.
+        return " OFFSET 0"
 
 
 class PostgresStore(TableStore):
@@ -199,9 +289,7 @@ class PostgresStore(TableStore):
     mark = "%s"
     text_bytes_mark = "%s"
     table_hint = "postgresql://...?table=NAME"
-    dialect = PostgresDialect()
     natural_batch = 500
-    no_pushdown_reason = "no SQL judge for PostgreSQL yet"
 
     @classmethod
     def parse_address(cls, text: str) -> Address:
@@ -228,6 +316,7 @@ class PostgresStore(TableStore):
         self.column_types = self._column_types(self.table)
         self.key_column = self._key_column()
         self._children = self._cascade_children()
+        self.dialect = PostgresDialect(self)
         info = self._reader.info
         identity = (
             f"postgresql://{info.host}:{info.port}/{info.dbname}"
@@ -339,10 +428,14 @@ class PostgresStore(TableStore):
 
     def query(self, sql: str, params=()) -> list[tuple]:
         with self.translate_errors("read"):
-            return self._reader.execute(sql, params or None).fetchall()
+            return self.fetch_rows(self._reader, sql, params)
 
     def fetch_rows(self, conn, sql: str, params=()) -> list[tuple]:
-        return conn.execute(sql, list(params) or None).fetchall()
+        if isinstance(params, dict):
+            sql, params = _named(sql), params
+        else:
+            params = list(params) or None
+        return conn.execute(sql, params).fetchall()
 
     def _writer_conn(self):
         if self._writer is None:
@@ -367,10 +460,12 @@ class PostgresStore(TableStore):
         self._write_checked = True
 
     def begin_write(self, conn) -> None:
-        conn.execute("BEGIN")
+        # REPEATABLE READ: a row the application updates after this batch read it cannot be
+        # locked or deleted by it (a serialization failure, and the batch is tried again).
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
 
     def begin_read(self, conn) -> None:
-        conn.execute("BEGIN")
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
     def rollback(self, conn) -> None:
         with contextlib.suppress(Exception):
@@ -487,14 +582,18 @@ class PostgresStore(TableStore):
     # -- reading ---------------------------------------------------------------------------
 
     def _select(self) -> str:
-        parts = [quote_identifier(self.key_column)]
+        parts = [quote_identifier(self.key_column), *self._select_columns()]
+        return f"SELECT {', '.join(parts)} FROM {self.qualified}"
+
+    def _select_columns(self) -> list[str]:
+        parts = []
         for column in self.columns:
             x = quote_identifier(column)
             if column in self.server_zone_columns():
                 # Written in the connection's TimeZone: read as the framework reads it.
-                x = f"{x}::timestamptz"
+                x = f"{x}::timestamptz AS {x}"
             parts.append(x)
-        return f"SELECT {', '.join(parts)} FROM {self.qualified}"
+        return parts
 
     def server_zone_columns(self) -> list[str]:
         """Naive timestamp columns the application writes in the connection's TimeZone."""
@@ -507,7 +606,26 @@ class PostgresStore(TableStore):
         ]
 
     def _record(self, row: tuple) -> Record:
-        return self.make_record(row[0], [_json_value(v) for v in row[1:]])
+        return self.make_record(row[0], row[1:])
+
+    def make_record(self, key, values, suspect: bool = False) -> Record:
+        return super().make_record(key, [_json_value(v) for v in values])
+
+    def row_columns(self) -> list[str]:
+        return self._select_columns()
+
+    def pushdown(self, mapping, policy, tz, now: float):
+        """Counting and selecting in SQL when it can judge exactly as Python would."""
+        from .judge import Pushdown, compile_judge
+
+        try:
+            compiled, why = compile_judge(self, mapping, policy, tz, now)
+        except Unsupported as exc:
+            compiled, why = None, str(exc)
+        if compiled is None:
+            self.no_pushdown_reason = why
+            return None
+        return Pushdown(self, compiled)
 
     def iter_records(self) -> Iterator[Record]:
         """Every row in key order through a server-side cursor (one read transaction)."""
@@ -634,21 +752,29 @@ class PostgresStore(TableStore):
         return failed
 
     def remove(self, candidates: list[Candidate], archive: ArchiveFn) -> RemoveOutcome:
-        """One short transaction in key order; a deadlock or lock timeout is retried with
-        backoff (nothing of the batch was archived or removed then), then reported."""
+        """One short transaction in key order (see `retrying`)."""
         candidates = sorted(candidates, key=lambda c: (str(type(c.key)), c.key))
+        return self.retrying(lambda: TableStore.remove(self, candidates, archive))
+
+    def retrying(self, batch):
+        """A batch that meets a deadlock, a lock timeout or a row updated since it read it is
+        rolled back and tried again with backoff, then reported (exit 4)."""
         psycopg = self.psycopg
+        retried = (
+            psycopg.errors.LockNotAvailable,
+            psycopg.errors.DeadlockDetected,
+            psycopg.errors.SerializationFailure,
+        )
         pause = BACKOFF
         for attempt in range(RETRIES + 1):
             try:
-                return super().remove(candidates, archive)
-            except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
+                return batch()
+            except retried as exc:
                 if attempt == RETRIES:
-                    what = (
-                        "a deadlock"
-                        if isinstance(exc, psycopg.errors.DeadlockDetected)
-                        else ("rows the application holds locked")
-                    )
+                    what = {
+                        psycopg.errors.DeadlockDetected: "a deadlock",
+                        psycopg.errors.SerializationFailure: "rows the application kept updating",
+                    }.get(type(exc), "rows the application holds locked")
                     raise busy_error(
                         f"{self.where}: a batch met {what} {RETRIES + 1} times; it stays as it "
                         "was, and what was removed before is archived",
@@ -693,6 +819,15 @@ class PostgresStore(TableStore):
 
     def cross_host_lock(self, identity: str):
         return _AdvisoryLock(self, identity)
+
+
+def _named(sql: str) -> str:
+    """`:name` parameters (the judge's notation) as psycopg's `%(name)s`, outside quotes; every
+    `%` doubled so psycopg takes none of the SQL's own for a parameter."""
+    parts = sql.replace("%", "%%").split("'")
+    for i in range(0, len(parts), 2):
+        parts[i] = re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", r"%(\1)s", parts[i])
+    return "'".join(parts)
 
 
 def _archive_value(value):

@@ -19,6 +19,7 @@ from ...domain.errors import SessionctlError, busy_error, store_error
 from ...domain.mapping import is_missing, resolve, split_path
 from ...domain.model import Record
 from ..base import Address, StoreSettings, file_address, require_exists
+from .judge import Dialect
 from .table import (  # noqa: F401 (BadText, encode_value, decode_value: the SQLite names)
     BadText,
     TableStore,
@@ -145,7 +146,7 @@ TEXT_TIME = (
 NUMERIC_TIME = "typeof({x}) IN ('integer', 'real') AND {x} >= 0 AND {x} < 1e17"
 
 
-class SqliteDialect:
+class SqliteDialect(Dialect):
     """SQLite for the judge (judge.Dialect): values carry their own type (`typeof`), text
     compares under the column's collation unless told BINARY, and text that is not UTF-8 is
     found by a Python function (`sound_text`)."""

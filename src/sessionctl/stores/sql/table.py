@@ -155,6 +155,20 @@ class TableStore(Store):
     def key_sql(self) -> str:
         return quote_identifier(self.key_column)
 
+    @property
+    def qualified(self) -> str:
+        """The table as SQL names it."""
+        return quote_identifier(self.table)
+
+    def retrying(self, batch):
+        """Run one batch (a function doing one transaction); a dialect whose database reports
+        lock timeouts, deadlocks or concurrent updates retries it with backoff."""
+        return batch()
+
+    def row_columns(self) -> list[str]:
+        """SQL for the row's own values, in column order, read as `make_record` wants them."""
+        return ["*"]
+
     # -- finding the table -----------------------------------------------------------------
 
     def _choose_table(self, wanted: str | None) -> str:
@@ -357,12 +371,12 @@ class TableStore(Store):
             for chunk in _chunks(keys):
                 marks = ",".join([self.mark] * len(chunk))
                 conn.execute(f"DELETE FROM {table} WHERE {key} IN ({marks})", chunk)
-            conn.execute("RELEASE sessionctl_delete")
+            conn.execute("RELEASE SAVEPOINT sessionctl_delete")
             self._check_cascade(conn, before, keys)
             return refused
         except self.integrity_errors:
             conn.execute("ROLLBACK TO sessionctl_delete")
-            conn.execute("RELEASE sessionctl_delete")
+            conn.execute("RELEASE SAVEPOINT sessionctl_delete")
         # A foreign key without CASCADE refuses some rows: go one by one so the others go.
         failed = dict(refused)
         for value in keys:
@@ -520,11 +534,11 @@ class TableStore(Store):
                         self._insert_row(conn, self.table, record)
                         doing = "cascade rows"
                         self._insert_children(conn, entry.get("children"))
-                        conn.execute("RELEASE sessionctl_restore")
+                        conn.execute("RELEASE SAVEPOINT sessionctl_restore")
                         restored += 1
                     except self.integrity_errors as exc:
                         conn.execute("ROLLBACK TO sessionctl_restore")
-                        conn.execute("RELEASE sessionctl_restore")
+                        conn.execute("RELEASE SAVEPOINT sessionctl_restore")
                         if doing == "row":
                             skipped += 1  # its key is taken: the session is there again
                         else:
@@ -555,7 +569,7 @@ class TableStore(Store):
                     conn.execute("ROLLBACK TO sessionctl_row")
                     waiting.append((table, row))
                     refusal = exc
-                conn.execute("RELEASE sessionctl_row")
+                conn.execute("RELEASE SAVEPOINT sessionctl_row")
             if len(waiting) == len(pending):
                 raise refusal
             pending = waiting
