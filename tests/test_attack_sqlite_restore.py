@@ -526,3 +526,21 @@ def test_an_archive_of_another_format_is_refused_in_one_line(cli, tmp_path, vers
     result = cli("restore", archive, "--store", db, code=2)
     assert "format" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert dump(db, "sessions") == []
+
+
+def test_an_archive_name_that_is_not_utf8_is_audited_and_shown_escaped(cli, tmp_path):
+    """A byte 0x9b in a file name reaches Python as \\udc9b: the audit log crashed on it
+    (exit 70 after the sessions were removed), and stdout wrote it back raw, an 8-bit CSI."""
+    db = make_db(
+        tmp_path / "n.db",
+        "CREATE TABLE sessions(session_id TEXT PRIMARY KEY, expires_at TEXT);",
+        {"sessions": [("a", past()), ("b", future())]},
+    )
+    archive = str(tmp_path) + "/a\udc9b.ndjson.gz"
+    result = cli("cleanup", "--expired", "--store", db, "--archive", archive)
+    assert "\\udc9b" in result.stdout and "\ufffd" not in result.stdout
+    runs = json.loads(cli("history", "-f", "json").stdout)["runs"]
+    assert [run["archive"] for run in runs] == [archive]
+    restored = cli("restore", archive, "--store", db)
+    assert "\\udc9b" in restored.stdout and "\ufffd" not in restored.stdout
+    assert [row[0] for row in dump(db, "sessions")] == ["a", "b"]

@@ -51,10 +51,12 @@ class Column:
 #: What never reaches a terminal as it is: C0 controls, DEL, C1 controls (ESC, CSI, OSC...
 #: retitle, recolour or move the cursor), and the line and bidirectional-override marks that
 #: reorder or break what the operator reads.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: Lone surrogates too: a file name's byte that is not UTF-8 (\x9b) reaches Python as \udc9b,
+#: and stdout would write it back as that raw byte, an 8-bit CSI to some terminals.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 #: The same in a CSV cell, but for the line breaks and tabs CSV quoting carries.
 _CSV_CONTROL = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
 )
 #: What JSON text leaves raw of those (it escapes C0 controls in strings itself).
 _JSON_RAW = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")

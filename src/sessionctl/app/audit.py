@@ -191,7 +191,11 @@ def run_identity() -> dict:
 def append_audit(state_dir: Path, entry: dict) -> Path:
     path = audit_path(state_dir)
     ensure_private_dir(state_dir)
-    line = (json.dumps(entry, ensure_ascii=False, default=str) + "\n").encode()
+    try:
+        line = (json.dumps(entry, ensure_ascii=False, default=str) + "\n").encode()
+    except UnicodeEncodeError:
+        # A path whose bytes are not UTF-8 (an --archive name with \x9b): escaped, as JSON can.
+        line = (json.dumps(entry, default=str) + "\n").encode()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
     except OSError as exc:
