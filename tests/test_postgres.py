@@ -44,7 +44,7 @@ def archived(state_dir: Path) -> list[dict]:
 
 
 def checksum(db, table: str, key: str) -> str:
-    return db.scalar(f'SELECT md5(string_agg(t::text, \'|\' ORDER BY t."{key}")) FROM {table} t')
+    return db.scalar(f"SELECT md5(string_agg(t::text, '|' ORDER BY t.\"{key}\")) FROM {table} t")
 
 
 def one_line(text: str) -> str:
@@ -56,9 +56,7 @@ def one_line(text: str) -> str:
 # --- the frameworks ------------------------------------------------------------------------------
 
 
-def test_django_clearsessions_finds_nothing_after_cleanup_and_survivors_load(
-    cli, pg_db, state_dir
-):
+def test_django_clearsessions_finds_nothing_after_cleanup_and_survivors_load(cli, pg_db, state_dir):
     written = django_pg_store(pg_db, [-86400, -60, -5, 600, 3600, 86400])
     result = cli("cleanup", "--store", pg_db.address(), "--expired", "--yes", "--format", "json")
     report = json.loads(result.stdout)
@@ -77,9 +75,7 @@ def test_django_dry_run_leaves_the_table_byte_identical(cli, pg_db):
     assert checksum(pg_db, "django_session", "session_key") == before
 
 
-def test_connect_pg_simple_prune_removes_nothing_after_cleanup(
-    cli, pg_db, node_modules, state_dir
-):
+def test_connect_pg_simple_prune_removes_nothing_after_cleanup(cli, pg_db, node_modules, state_dir):
     written = connect_pg_simple_store(pg_db, [-7200, -30, 900, 7200])
     result = cli("cleanup", "--store", pg_db.address(), "--expired", "--yes", "--explain")
     assert "TimeZone" in result.stderr, result.stderr  # --explain says how expire is read
@@ -92,7 +88,7 @@ def test_connect_pg_simple_prune_removes_nothing_after_cleanup(
 
 def test_connect_pg_simple_naive_expire_is_read_in_the_servers_timezone(cli, pg_db, node_modules):
     """A database whose TimeZone is not UTC: the app writes `expire` in it, and so it is read."""
-    pg_db.execute(f'ALTER DATABASE "{pg_db.name}" SET TimeZone = \'America/New_York\'')
+    pg_db.execute(f"ALTER DATABASE \"{pg_db.name}\" SET TimeZone = 'America/New_York'")
     written = connect_pg_simple_store(pg_db, [-1800, 1800], timezone="America/New_York")
     result = cli("list", "--store", pg_db.address(), "--format", "json")
     status = {row["id"]: row["status"] for row in json.loads(result.stdout)}
@@ -193,9 +189,7 @@ def test_password_file_must_be_private(cli, tmp_path, pg_db):
     secret.write_text("s3cret\n")
     secret.chmod(0o644)
     config = tmp_path / "config.toml"
-    config.write_text(
-        f'[stores.web]\naddress = "{pg_db.address()}"\npassword_file = "{secret}"\n'
-    )
+    config.write_text(f'[stores.web]\naddress = "{pg_db.address()}"\npassword_file = "{secret}"\n')
     line = one_line(cli("--config", config, "stats", "--store", "web", code=2).stderr)
     assert "chmod 600" in line and "s3cret" not in line
     secret.chmod(0o600)
@@ -229,7 +223,7 @@ def test_a_password_in_the_address_never_appears_anywhere(cli, pg_db, tmp_path, 
     result = cli(
         "schedule", "install", "pgweb", "--every", "1h", "--system", "--",
         "cleanup", "--expired", "--store", address,
-        env={"SESSIONCTL_CRON_D": str(cron_d)}, code=None,
+        env={"SESSIONCTL_CRON_D": str(cron_d)},
     )  # fmt: skip
     seen += [result.stdout, result.stderr]
     files = [p for p in [*state_dir.rglob("*"), *cron_d.rglob("*")] if p.is_file()]
@@ -327,3 +321,55 @@ def test_missing_index_warning_and_dead_space_note(cli, pg_db):
     assert "VACUUM" in result.stderr
     assert list(pg_db.indexes("django_session")) == ["django_session_pkey"]  # never run
     assert pg_db.count("django_session") == 6000
+
+
+# --- addresses and libpq's own sources -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "postgres://postgres@127.0.0.1:5432/{db}",
+        "postgresql://postgres@%2Fvar%2Frun%2Fpostgresql/{db}",
+        "postgresql://postgres@/{db}?host=/var/run/postgresql",
+    ],
+    ids=["postgres-scheme", "socket-in-host", "socket-parameter"],
+)
+def test_other_spellings_reach_the_same_store(cli, pg_db, spelling):
+    """postgres://, a Unix socket folder as host (percent-encoded, or ?host=): one store, so
+    history finds the run made under the first spelling."""
+    django_pg_store(pg_db, [-3600, 3600])
+    cli("cleanup", "--store", pg_db.address(), "--expired", "--yes")
+    address = spelling.format(db=pg_db.name)
+    assert json.loads(cli("stats", "--store", address, "-f", "json").stdout)["total"] == 1
+    if "127.0.0.1" in address:  # the same host and port, however the address is spelled
+        runs = json.loads(cli("history", "--store", address, "-f", "json").stdout)["runs"]
+        assert [run["command"] for run in runs] == ["cleanup"], runs
+
+
+def test_libpq_environment_fills_what_the_address_leaves_out(cli, pg_db):
+    django_pg_store(pg_db, [3600])
+    env = {"PGHOST": "127.0.0.1", "PGPORT": "5432", "PGUSER": "postgres"}
+    result = cli("stats", "--store", f"postgresql:///{pg_db.name}", "-f", "json", env=env)
+    assert json.loads(result.stdout)["total"] == 1
+
+
+def test_password_env_is_used_and_never_shown(cli, tmp_path, pg_db, state_dir):
+    django_pg_store(pg_db, [-60, 3600])
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[stores.web]\naddress = "{pg_db.address()}"\npassword_env = "WEB_PG_PASSWORD"\n'
+    )
+    missing = cli(
+        "--config", config, "stats", "--store", "web", code=2, env={"WEB_PG_PASSWORD": None}
+    )
+    assert "WEB_PG_PASSWORD" in one_line(missing.stderr)
+    env = {"WEB_PG_PASSWORD": CANARY}
+    result = cli("--config", config, "cleanup", "--store", "web", "--expired", "--yes", env=env)
+    assert CANARY not in result.stdout + result.stderr
+    assert "password written" not in result.stderr  # no warning: it came from the environment
+    for path in state_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            data = gzip.decompress(data) if path.suffix == ".gz" else data
+            assert CANARY.encode() not in data, path
