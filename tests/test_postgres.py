@@ -373,3 +373,49 @@ def test_password_env_is_used_and_never_shown(cli, tmp_path, pg_db, state_dir):
             data = path.read_bytes()
             data = gzip.decompress(data) if path.suffix == ".gz" else data
             assert CANARY.encode() not in data, path
+
+
+# --- the application at work meanwhile ----------------------------------------------------------
+
+
+def test_a_row_the_application_updates_after_selection_stays(cli, pg_db, state_dir):
+    """The hook runs between selection and removal: it plays the application, extending every
+    session. Compare-and-delete leaves them all."""
+    written = django_pg_store(pg_db, [-3600, -60, 3600])
+    update = (
+        f"psql -q {pg_db.url} -c "
+        "\"UPDATE django_session SET expire_date = now() + interval '1 day'\""
+    )
+    result = cli(
+        "cleanup", "--store", pg_db.address(), "--expired", "--yes", "--hook", update,
+        "-f", "json",
+    )  # fmt: skip
+    report = json.loads(result.stdout)
+    assert report["selected"] == 2 and report["deleted"] == 0 and report["changed"] == 2, report
+    assert pg_db.count("django_session") == len(written.ids)
+    assert archived(state_dir) == []
+
+
+def test_a_row_the_application_holds_locked_is_retried_then_reported(cli, pg_db, tmp_path):
+    written = django_pg_store(pg_db, [-3600] * 4 + [3600])
+    locked = sorted(written.expired)[2]
+    config = tmp_path / "config.toml"
+    config.write_text(f'[stores.web]\naddress = "{pg_db.address()}"\nlock_timeout = "1s"\n')
+    with pg_db.connect() as app:
+        app.execute("BEGIN")
+        app.execute("SELECT 1 FROM django_session WHERE session_key = %s FOR UPDATE", (locked,))
+        started = time.monotonic()
+        result = cli(
+            "--config", config, "cleanup", "--store", "web", "--expired", "--yes",
+            "--batch-size", "1", code=4,
+        )  # fmt: skip
+        waited = time.monotonic() - started
+        app.execute("ROLLBACK")
+    assert "holds locked" in result.stderr and "5 times" in result.stderr, result.stderr
+    assert waited >= 5  # five attempts of a second each, with backoff between them
+    left = {r[0] for r in pg_db.query("SELECT session_key FROM django_session")}
+    assert locked in left and len(left) == 3  # the two batches before it went
+    cli("--config", config, "cleanup", "--store", "web", "--expired", "--yes")
+    assert {r[0] for r in pg_db.query("SELECT session_key FROM django_session")} == set(
+        written.active
+    )
