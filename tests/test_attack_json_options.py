@@ -376,3 +376,24 @@ def test_history_reads_past_audit_lines_of_the_wrong_shape(cli, tmp_path, state_
     assert (totals["cleaned"], totals["failed"], totals["restored"]) == (1, 0, 0)
     cli("history", "-s", "json:/x")
     cli("history", "-s", f"json:{path}")
+
+
+# --- a wrong preset or a typo does not make every record invalid -------------------------------
+
+
+@pytest.mark.parametrize(
+    "mapping", [["--preset", "django"], ["--field", "id=sessionid"], ["--preset", "express"]]
+)
+def test_an_id_field_no_record_has_is_refused_not_every_session_invalid(cli, tmp_path, mapping):
+    """Every session was invalid (missing_id) and `cleanup --invalid` emptied the file: a table
+    is refused for a column it lacks, a JSON store was not."""
+    path = _store(tmp_path)
+    before = path.read_bytes()
+    for command in (["cleanup", "--invalid"], ["validate"], ["list"]):
+        result = cli(*command, "-s", f"json:{path}", *mapping, code=2)
+        assert "is in none of the 2 sessions" in one_line_error(result)
+    assert path.read_bytes() == before
+    # The fields the records do have still work, and an empty store is still a no-op.
+    cli("cleanup", "--invalid", "-s", f"json:{path}", "--field", "id=session_id")
+    path.write_text("[]")
+    cli("cleanup", "--invalid", "-s", f"json:{path}", *mapping)

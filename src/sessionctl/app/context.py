@@ -164,6 +164,7 @@ def open_context(config: Config, request: StoreRequest, now: float) -> StoreCont
             idle_from=_idle_from(settings),
         )
         _check_columns(store, mapping, rules)
+        _check_sampled_fields(store, mapping, rules, keys, len(sample), spec.label)
         if any(key != KEY_PATH for key in keys):  # an empty store has nothing to judge
             _check_idle(spec, settings, mapping, policy)
         state, _ = state_dir(config)
@@ -201,6 +202,26 @@ def _check_columns(store: Store, mapping: Mapping, rules: Rules) -> None:
                 f"{what} field {path!r} is not a column of {store.table} "
                 f"(columns: {', '.join(columns)})",
                 "is this the right preset? map fields with --field ROLE=COLUMN",
+            )
+
+
+def _check_sampled_fields(
+    store: Store, mapping: Mapping, rules: Rules, keys: list[str], sampled: int, label: str
+) -> None:
+    """Records have no columns, but the sessions sampled show their fields: an id (or a field a
+    rule requires) that none of them has marks every session invalid, and `cleanup --invalid`
+    emptied the store (a wrong --preset, a typo in --field id=). Refuse, as for a table."""
+    if store.columns is not None or not sampled:
+        return
+    named = [("id", mapping.path("id"))] if mapping.path("id") else []
+    named += [(f"rule on {path}", path) for path in rules.required if path not in ROLES]
+    for what, path in named:
+        field = path.split(".")[0]
+        if field != KEY_PATH and field not in keys:
+            raise usage_error(
+                f"{what} field {path!r} is in none of the {sampled} sessions read from {label} "
+                f"(their fields: {', '.join(k for k in keys if k != KEY_PATH)[:200]})",
+                "is this the right preset? map fields with --field ROLE=FIELD",
             )
 
 
