@@ -544,3 +544,30 @@ def test_an_archive_name_that_is_not_utf8_is_audited_and_shown_escaped(cli, tmp_
     restored = cli("restore", archive, "--store", db)
     assert "\\udc9b" in restored.stdout and "\ufffd" not in restored.stdout
     assert [row[0] for row in dump(db, "sessions")] == ["a", "b"]
+
+
+@PUSHDOWN
+@pytest.mark.parametrize("action", ["SET NULL", "SET DEFAULT"])
+def test_a_foreign_key_that_sets_null_needs_allow_triggers(
+    cli, tmp_path, monkeypatch, pushdown, action
+):
+    """Removing a session rewrites the rows that referred to it, which no archive keeps and
+    restore cannot link back: named like a DELETE trigger, and refused without the option."""
+    monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
+    db = make_db(
+        tmp_path / "n.db",
+        "CREATE TABLE django_session(session_key TEXT PRIMARY KEY, session_data TEXT, "
+        "expire_date TEXT); CREATE TABLE carts(id INTEGER PRIMARY KEY, sk TEXT "
+        f"REFERENCES django_session(session_key) ON DELETE {action});",
+        {"django_session": [("k0", "d", past()), ("k1", "d", future())]},
+    )
+    conn = sqlite3.connect(db)
+    conn.executemany("INSERT INTO carts VALUES (?, ?)", [(1, "k0"), (2, "k1")])
+    conn.commit()
+    conn.close()
+    dry = cli("cleanup", "--expired", "--store", db, "-n")
+    assert f"ON DELETE {action}" in dry.stderr
+    cli("cleanup", "--expired", "--store", db, code=2)
+    assert dump(db, "carts") == [(1, "k0"), (2, "k1")]
+    cli("cleanup", "--expired", "--store", db, "--allow-triggers", "-q")
+    assert len(dump(db, "django_session")) == 1

@@ -193,8 +193,9 @@ def cleanup_command(
         bool,
         typer.Option(
             "--allow-triggers",
-            help="Remove even from tables with DELETE triggers (SQLite), whose own changes no "
-            "archive keeps; --explain and a dry run name them. Example: cleanup --expired --allow-triggers",
+            help="Remove even from tables with DELETE triggers or foreign keys ON DELETE SET "
+            "NULL (SQLite), whose own changes no archive keeps; --explain and a dry run name "
+            "them. Example: cleanup --expired --allow-triggers",
         ),
     ] = False,
     jitter: Annotated[

@@ -455,6 +455,13 @@ class SqliteStore(TableStore):
         ):
             if table.lower() in reached and trigger_event(sql or "") in ("DELETE", None):
                 found.append((table, name))
+        # A foreign key ON DELETE SET NULL or SET DEFAULT is one too: it changes the rows
+        # that referred to a removed session, and no archive keeps what they held.
+        for name in self.tables():
+            for row in self.query(f"PRAGMA foreign_key_list({quote_identifier(name)})"):
+                action = str(row[6]).upper()
+                if row[1] == 0 and row[2].lower() in reached and action.startswith("SET"):
+                    found.append((name, f"ON DELETE {action} of {name} to {row[2]}"))
         return found
 
     def _primary(self, table: str | None = None) -> str | None:
