@@ -481,8 +481,31 @@ def stats_text(stats: dict, rich: bool) -> str:
         text += (
             f"  {label} {str(item['count']).rjust(8)}  {bar(item['count'], largest, 40, rich)}\n"
         )
+    text += _store_figures_text(stats.get("store_figures") or {}, rich)
     for warning in stats.get("warnings", []):
         text += "\n" + markup(f"warning: {warning}", "yellow", rich) + "\n"
+    return text
+
+
+def _store_figures_text(figures: dict, rich: bool) -> str:
+    """What only this kind of store has: plain figures as key-values, lists of buckets or
+    prefixes as small tables."""
+    if not figures:
+        return ""
+    text = "\n" + markup("Store figures", "bold", rich) + "\n"
+    pairs = [
+        (name.replace("_", " ").capitalize(), esc(text_of(value), rich))
+        for name, value in figures.items()
+        if not isinstance(value, list)
+    ]
+    if pairs:
+        text += key_values(pairs, rich)
+    for name, rows in figures.items():
+        if not isinstance(rows, list) or not rows:
+            continue
+        text += markup(name.replace("_", " ").capitalize(), "bold", rich) + "\n"
+        for row in rows:
+            text += "  " + "  ".join(esc(text_of(v), rich) for v in row.values()) + "\n"
     return text
 
 

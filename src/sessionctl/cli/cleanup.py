@@ -89,6 +89,22 @@ def cleanup_command(
             "--invalid", help="Remove sessions that fail validation. Example: cleanup --invalid"
         ),
     ] = False,
+    no_ttl: Annotated[
+        bool,
+        typer.Option(
+            "--no-ttl",
+            help="Remove sessions without the TTL their framework always sets (stores with "
+            "TTLs: Redis). Example: cleanup --store redis://cache:6379/0 --no-ttl",
+        ),
+    ] = False,
+    orphans: Annotated[
+        bool,
+        typer.Option(
+            "--orphans",
+            help="Remove entries whose session is gone: dead index members (Spring's principal "
+            "index), _LOCK keys of crashed requests (phpredis). Example: cleanup --orphans",
+        ),
+    ] = False,
     everything: Annotated[
         bool,
         typer.Option(
@@ -268,6 +284,8 @@ def cleanup_command(
         options = CleanupOptions(
             expired=expired,
             invalid=invalid,
+            no_ttl=no_ttl,
+            orphans=orphans,
             everything=everything,
             max_per_group=max_per_group
             if max_per_group is not None

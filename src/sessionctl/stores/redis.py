@@ -894,7 +894,7 @@ class RedisStore(Store):
                     found.append(Candidate(key, member, session_id))
         if layout.name == "phpredis":
             for key, session_id, value, _idle in self._stale_locks():
-                found.append(Candidate(_key_text(key), ("lock", value), session_id))
+                found.append(Candidate(("lock", _key_text(key), session_id), value, session_id))
         return found
 
     def _dead_members(self, namespace: str, members: set[bytes]) -> list[tuple[bytes, str]]:
@@ -954,19 +954,15 @@ class RedisStore(Store):
     def _remove_orphans(self, candidates, archive, outcome) -> None:
         records = []
         for candidate in candidates:
-            if isinstance(candidate.key, tuple):
-                _, index_key, session_id = candidate.key
+            what, name, _session_id = candidate.key
+            if what == "index":
                 data = {
                     "orphan": "index member",
-                    "index": index_key,
+                    "index": name,
                     "member_b64": _b64(candidate.fingerprint),
                 }
             else:
-                data = {
-                    "orphan": "lock",
-                    "lock": candidate.key,
-                    "value_b64": _b64(candidate.fingerprint[1]),
-                }
+                data = {"orphan": "lock", "lock": name, "value_b64": _b64(candidate.fingerprint)}
             records.append(Record(key=candidate.key, data=data, size=None))
         archive(records)
         member_script = self.client.register_script(DROP_MEMBER)
@@ -975,8 +971,9 @@ class RedisStore(Store):
         with self._errors("removing orphans"):
             pipe = self.client.pipeline(transaction=False)
             for candidate in candidates:
-                if isinstance(candidate.key, tuple):
-                    _, index_key, session_id = candidate.key
+                what, name, session_id = candidate.key
+                if what == "index":
+                    index_key = name
                     session_key = f"{namespace}sessions:{session_id}"
                     member_script(
                         keys=[_key_bytes(index_key), _key_bytes(session_key)],
@@ -984,8 +981,8 @@ class RedisStore(Store):
                         client=pipe,
                     )
                 else:
-                    digest = hashlib.sha1(candidate.fingerprint[1]).hexdigest()
-                    lock_script(keys=[_key_bytes(candidate.key)], args=[digest], client=pipe)
+                    digest = hashlib.sha1(candidate.fingerprint).hexdigest()
+                    lock_script(keys=[_key_bytes(name)], args=[digest], client=pipe)
             replies = pipe.execute(raise_on_error=False)
         for record, reply in zip(records, replies):
             if isinstance(reply, Exception):
@@ -1102,7 +1099,8 @@ class RedisStore(Store):
                     planned += 1
                     continue
                 if record.get("orphan") == "lock":
-                    pipe.set(_key_bytes(key), base64.b64decode(record["value_b64"]), nx=True)
+                    lock = _key_bytes(record["lock"])
+                    pipe.set(lock, base64.b64decode(record["value_b64"]), nx=True)
                     planned += 1
                     continue
                 if not isinstance(key, str):

@@ -52,6 +52,10 @@ ProgressFn = Callable[[int, int], None]  # (sessions examined, sessions removed)
 class CleanupOptions:
     expired: bool = False
     invalid: bool = False
+    #: Sessions without the TTL their framework always sets (stores with TTLs).
+    no_ttl: bool = False
+    #: Entries whose session is gone (index members, lock keys), as the store finds them.
+    orphans: bool = False
     everything: bool = False
     max_per_group: int | None = None
     max_count: int | None = None
@@ -74,6 +78,8 @@ class CleanupOptions:
         return {
             "expired": self.expired,
             "invalid": self.invalid,
+            "no_ttl": self.no_ttl,
+            "orphans": self.orphans,
             "all": self.everything,
             "max_per_group": self.max_per_group,
             "max_count": self.max_count,
@@ -162,14 +168,16 @@ class CleanupResult:
 class _Selection:
     """Which reasons, if any, put a session on the list."""
 
-    def __init__(self, options: CleanupOptions, ahead: float | None = None):
+    def __init__(self, options: CleanupOptions, ahead: float | None = None, lacks_ttl=None):
         self.options = options
+        #: The store's judgement of a record without its expected TTL (`--no-ttl`).
+        self.lacks_ttl = lacks_ttl if options.no_ttl else None
         #: Later than this, a time is not believed (the session is invalid, future_timestamp).
         self.ahead = ahead
         # (recency, order, candidate, group, size) of sessions not selected, for the caps.
         self.kept: list[tuple] = []
 
-    def reasons(self, verdict: Verdict) -> list[str]:
+    def reasons(self, verdict: Verdict, record: Record | None = None) -> list[str]:
         options = self.options
         codes = []
         if options.everything:
@@ -178,6 +186,8 @@ class _Selection:
             codes.extend(r.code for r in verdict.expired)
         if options.invalid:
             codes.extend(r.code for r in verdict.invalid)
+        if self.lacks_ttl is not None and record is not None and self.lacks_ttl(record):
+            codes.append(model.NO_TTL)
         return list(dict.fromkeys(codes))
 
     def keep(self, session: Session, candidate: Candidate) -> None:
@@ -368,10 +378,24 @@ def _hook_payload(ctx: StoreContext, session: Session, reasons: list[str]) -> di
 
 
 def check_options(ctx: StoreContext, options: CleanupOptions) -> None:
-    if not (options.expired or options.invalid or options.everything or options.has_caps):
+    if not (
+        options.expired
+        or options.invalid
+        or options.everything
+        or options.has_caps
+        or options.no_ttl
+        or options.orphans
+    ):
         raise usage_error(
             "say what to remove",
             "use --expired, --invalid, --all, or a cap such as --max-per-group",
+        )
+    if options.no_ttl and not ctx.store.has_ttl:
+        raise usage_error(f"--no-ttl: {ctx.label} keeps no TTLs", "it applies to Redis stores")
+    if options.orphans and not ctx.store.has_orphans:
+        raise usage_error(
+            f"--orphans: {ctx.label} keeps nothing beside its sessions that could outlive them",
+            "it applies to Redis stores (Spring's index sets, phpredis lock keys)",
         )
     if (
         options.expired
@@ -447,10 +471,12 @@ def cleanup(
             return result
         remover = None if options.dry_run else _Remover(ctx, options, result, progress)
         streaming = remover is not None and remover.batch_size is not None and not options.has_caps
-        selection = _Selection(options, ahead=ctx.now + ctx.policy.skew)
+        selection = _Selection(
+            options, ahead=ctx.now + ctx.policy.skew, lacks_ttl=ctx.store.lacks_expected_ttl
+        )
         collected: list[tuple[Candidate, list[str]]] = []
         fingerprint = ctx.store.fingerprint
-        plan = None if options.has_caps else ctx.pushdown()
+        plan = None if options.has_caps or options.no_ttl else ctx.pushdown()
         rows_before = plan.total() if plan else 0
         if plan is not None and streaming and not options.hook:
             # Fast path: the store chooses and deletes in SQL; Python judges only the rows
@@ -479,6 +505,11 @@ def cleanup(
         if plan is not None:
             # The store only handed over what it selected (and rows it could not judge).
             result.total = max(result.total, rows_before)
+        if options.orphans:
+            # Not sessions (not counted in total): entries the store keeps beside them.
+            for candidate in ctx.store.orphans():
+                _note_selected(result, candidate.id, candidate.key, [model.ORPHAN])
+                collected.append((candidate, [model.ORPHAN]))
         capped = 0
         for candidate, code in selection.over_caps():
             _note_selected(result, candidate.id, candidate.key, [code])
@@ -536,7 +567,7 @@ def cleanup(
 def _judged_choices(ctx: StoreContext, selection: _Selection):
     """(record, id, reason codes, session) for every session, judged in Python."""
     for session, verdict in judged(ctx):
-        yield session.record, session.id, selection.reasons(verdict), session
+        yield session.record, session.id, selection.reasons(verdict, session.record), session
 
 
 def _pushed_choices(ctx: StoreContext, plan, selection: _Selection):
@@ -558,7 +589,7 @@ def _undecidable_choices(ctx: StoreContext, plan, selection: _Selection):
 
 def _judged_here(ctx: StoreContext, plan, record: Record, selection: _Selection):
     session, verdict = judge_left_over(ctx, plan, record)
-    return record, session.id, selection.reasons(verdict), session
+    return record, session.id, selection.reasons(verdict, record), session
 
 
 def _note_selected(result: CleanupResult, session_id, key, codes: list[str]) -> None:

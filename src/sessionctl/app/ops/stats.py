@@ -57,6 +57,8 @@ class StoreStats:
     total_cleaned: int = 0
     top: int = 10
     warnings: list[str] = field(default_factory=list)
+    #: Figures only this kind of store has (Redis: TTLs, memory by prefix, index sets, locks).
+    store_figures: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         def extreme(item: Extreme, what: str) -> dict | None:
@@ -95,6 +97,7 @@ class StoreStats:
             "cleanup_runs": self.cleanup_runs,
             "total_cleaned": self.total_cleaned,
             "warnings": list(self.warnings),
+            "store_figures": self.store_figures,
         }
 
 
@@ -125,6 +128,7 @@ def compute_stats(ctx: StoreContext, top: int = 10) -> StoreStats:
     else:
         _count_pushed(ctx, stats, plan)
     stats.size_bytes = ctx.store.size_bytes()
+    stats.store_figures = ctx.store.extra_stats()
     add_cleanup_history(ctx, stats)
     stats.warnings.extend(index_warnings(ctx, stats.total))
     return stats

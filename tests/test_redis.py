@@ -1,0 +1,451 @@
+"""Redis stores against the real server, written by the real frameworks (tests/redisfix.py).
+
+Each test has a key prefix of its own (`redis_space`); unrelated keys sit beside the sessions and
+no cleanup may touch them. connect-redis sessions written with disableTTL go with --no-ttl and
+connect-redis still loads the rest; Django's pickles are never unpickled and shown redacted;
+Spring's dead principal-index members and phpredis's crashed `_LOCK` keys go with --orphans while
+live ones stay; a key changed between selection and removal stays; a password never shows; two
+runs at once: one exits 4; a dry run changes no key (DUMP before and after).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import os
+import pickle
+import secrets
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from redisfix import (
+    PRINCIPAL_INDEX,
+    connect_redis_load,
+    connect_redis_store,
+    django_cache_load,
+    django_cache_store,
+    phpredis_crashed_lock,
+    phpredis_load,
+    phpredis_store,
+    put_unrelated_keys,
+    spring_redis_store,
+)
+from sessionctl.domain.errors import ExitCode, SessionctlError
+from sessionctl.stores import open_store, parse_address
+from sessionctl.stores.base import Candidate
+
+
+def archived(state_dir: Path) -> list[dict]:
+    entries = []
+    for path in sorted(state_dir.rglob("*.ndjson.gz")):
+        lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+        entries.extend(json.loads(line) for line in lines[1:])
+    return entries
+
+
+def one_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def dump_all(space) -> dict:
+    """Every key under the space: its DUMP and whether it has a TTL."""
+    with space.client() as r:
+        keys = sorted(set(r.scan_iter(match=space.prefix + "*", count=1000)))
+        return {k: (r.dump(k), r.pttl(k) == -1) for k in keys}
+
+
+def run_json(cli, *args, code=0) -> dict:
+    return json.loads(cli(*args, "--format", "json", code=code).stdout)
+
+
+# --- connect-redis ---------------------------------------------------------------------------
+
+
+def test_connect_redis_no_ttl_sessions_go_with_no_ttl_and_the_rest_still_load(
+    cli, redis_space, node_modules, state_dir
+):
+    written = connect_redis_store(
+        redis_space,
+        [
+            3600,
+            {"expires_in": 600, "disable_ttl": True},
+            {"expires_in": -3600, "disable_ttl": True},
+            {"expires_in": 1, "browser_session": True},
+        ],
+    )
+    live, no_ttl_live, no_ttl_dead, browser = written.ids
+    unrelated = put_unrelated_keys(redis_space)
+    address = redis_space.address()
+
+    plan = run_json(cli, "cleanup", "--store", address, "--expired", "--dry-run")
+    assert [s["id"] for s in plan["sessions"]] == [no_ttl_dead]  # its cookie says expired
+    plan = run_json(cli, "cleanup", "--store", address, "--no-ttl", "--dry-run")
+    assert sorted(s["id"] for s in plan["sessions"]) == sorted([no_ttl_live, no_ttl_dead])
+
+    done = run_json(cli, "cleanup", "--store", address, "--no-ttl", "--yes")
+    assert done["deleted"] == 2 and done["by_reason"] == {"no_ttl": 2}
+    keys = set(redis_space.keys())
+    assert keys == {"sess:" + live, "sess:" + browser, *unrelated}
+    loaded = connect_redis_load(redis_space, written.ids)
+    assert loaded[live] is not None and loaded[browser] is not None
+    assert loaded[no_ttl_live] is None and loaded[no_ttl_dead] is None
+    entries = archived(state_dir)
+    assert sorted(e["id"] for e in entries) == sorted([no_ttl_live, no_ttl_dead])
+    assert all(e["reasons"] == ["no_ttl"] for e in entries)
+
+    # Restore puts them back as they were archived (no TTL), never over a key that exists.
+    archive = done["archive"]
+    restored = run_json(cli, "restore", archive, "--store", address)
+    assert restored["restored"] == 2, restored
+    assert redis_space.ttl("sess:" + no_ttl_live) == -1
+    assert connect_redis_load(redis_space, [no_ttl_live])[no_ttl_live] is not None
+    again = run_json(cli, "restore", archive, "--store", address)
+    assert again["restored"] == 0 and again["skipped"] == 2
+
+
+def test_restore_gives_a_session_the_ttl_it_had_left(cli, redis_space, node_modules):
+    written = connect_redis_store(redis_space, [600])
+    done = run_json(cli, "cleanup", "--store", redis_space.address(), "--all", "--yes")
+    assert done["deleted"] == 1 and redis_space.keys() == []
+    time.sleep(1.1)
+    run_json(cli, "restore", done["archive"], "--store", redis_space.address())
+    ttl = redis_space.ttl("sess:" + written.ids[0])
+    assert 590 <= ttl <= 599, ttl  # what it had left, not a fresh 600
+
+
+def test_invalid_values_and_wrongtype_keys_are_invalid_sessions_not_crashes(
+    cli, redis_space, node_modules
+):
+    written = connect_redis_store(redis_space, [3600])
+    with redis_space.client() as r:
+        r.set(redis_space.prefix + "sess:broken", b"{not json", ex=3600)
+        r.hset(redis_space.prefix + "sess:ahash", mapping={"a": "1"})
+    address = redis_space.address()
+    listed = run_json(cli, "list", "--store", address)
+    status = {s["key"].rpartition(":")[2]: s["status"] for s in listed}
+    assert status == {written.ids[0]: "active", "broken": "invalid", "ahash": "invalid"}
+    done = run_json(cli, "cleanup", "--store", address, "--invalid", "--yes", code=None)
+    assert done["deleted"] == 1 and done["failed"] == 1  # a hash is not compared: left
+    assert sorted(redis_space.keys()) == sorted(["sess:" + written.ids[0], "sess:ahash"])
+
+
+# --- Django: pickle, never unpickled ---------------------------------------------------------
+
+
+def test_django_pickles_are_never_unpickled_and_shown_redacted(
+    cli, redis_space, state_dir, monkeypatch
+):
+    written = django_cache_store(
+        redis_space, [1209600, {"expires_in": 300, "data": {"cart": ["secret-item-42"]}}]
+    )
+    unrelated = put_unrelated_keys(redis_space)
+    values = [redis_space.get(k) for k in written.extra["keys"]]
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("sessionctl unpickled a stored value")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    address = redis_space.address()
+    outputs = []
+    for args in (
+        ["list"],
+        ["list", "--fields", "id,value_b64,ttl"],
+        ["stats"],
+        ["inspect", written.ids[1]],
+        ["validate"],
+    ):
+        result = cli(*args, "--store", address, code=None)
+        assert result.exit_code == 0, result.stderr
+        outputs += [result.stdout, result.stderr]
+    shown = "\n".join(outputs)
+    assert "secret-item-42" not in shown
+    for value in values:
+        assert base64.b64encode(value).decode() not in shown
+    assert "redacted" in shown
+    listed = run_json(cli, "list", "--store", address)
+    assert sorted(s["id"] for s in listed) == sorted(written.ids)
+
+    done = run_json(cli, "cleanup", "--store", address, "--all", "--yes")
+    assert done["deleted"] == 2
+    assert redis_space.keys() == unrelated  # --all: the preset's keys and nothing else
+    monkeypatch.undo()
+    run_json(cli, "restore", done["archive"], "--store", address)
+    assert django_cache_load(redis_space, written.ids)[written.ids[1]]["cart"] == ["secret-item-42"]
+
+
+# --- Spring: principal index ------------------------------------------------------------------
+
+
+def _members(space, principal: str) -> set[str]:
+    from sessionctl.stores.redis import java_value
+
+    key = f"{space.prefix}spring:session:index:{PRINCIPAL_INDEX}:{principal}"
+    with space.client() as r:
+        return {java_value(m) for m in r.smembers(key)}
+
+
+def test_spring_dead_index_members_go_with_orphans_and_live_ones_stay(cli, redis_space):
+    written = spring_redis_store(
+        redis_space,
+        [
+            {"expires_in": 1800, "principal": "ann"},
+            {"expires_in": -60, "principal": "ann"},  # expired a minute ago: hash still there
+            {"expires_in": -7200, "principal": "ann"},  # long gone: a dead member
+            {"expires_in": -9000, "principal": "bo"},  # a set holding only a dead member
+        ],
+    )
+    live, recent, gone, gone_bo = written.ids
+    unrelated = put_unrelated_keys(redis_space)
+    address = redis_space.address()
+    figures = run_json(cli, "stats", "--store", address)["store_figures"]
+    assert figures["preset"] == "spring-redis"
+    assert figures["index_sets"] == 2 and figures["dead_index_members"] == 2
+    before = dump_all(redis_space)
+
+    plan = run_json(cli, "cleanup", "--store", address, "--orphans", "--dry-run")
+    assert sorted(s["id"] for s in plan["sessions"]) == sorted([gone, gone_bo])
+    assert dump_all(redis_space) == before
+
+    done = run_json(cli, "cleanup", "--store", address, "--orphans", "--yes")
+    assert done["deleted"] == 2 and done["by_reason"] == {"orphan": 2}
+    assert _members(redis_space, "ann") == {live, recent}
+    assert _members(redis_space, "bo") == set()
+    keys = set(redis_space.keys())
+    assert {f"spring:session:sessions:{i}" for i in (live, recent)} <= keys
+    assert set(unrelated) <= keys
+    figures = run_json(cli, "stats", "--store", address)["store_figures"]
+    assert figures["dead_index_members"] == 0
+
+
+def test_spring_expired_session_goes_with_its_expires_key_and_index_member(cli, redis_space):
+    written = spring_redis_store(
+        redis_space,
+        [{"expires_in": 1800, "principal": "ann"}, {"expires_in": -60, "principal": "ann"}],
+    )
+    live, recent = written.ids
+    done = run_json(cli, "cleanup", "--store", redis_space.address(), "--expired", "--yes")
+    assert [s["id"] for s in done["sessions"]] == [recent] and done["deleted"] == 1
+    assert _members(redis_space, "ann") == {live}
+    assert not [k for k in redis_space.keys("*") if recent in k]
+
+
+def test_caps_per_user_through_springs_principal_index(cli, redis_space):
+    written = spring_redis_store(
+        redis_space,
+        [
+            {"expires_in": 600, "principal": "ann"},
+            {"expires_in": 1200, "principal": "ann"},
+            {"expires_in": 1800, "principal": "ann"},
+            {"expires_in": 900, "principal": "bo"},
+        ],
+    )
+    oldest, middle, newest, bo = written.ids
+    address = redis_space.address()
+    listed = {s["id"]: s["group"] for s in run_json(cli, "list", "--store", address)}
+    assert listed == {oldest: "ann", middle: "ann", newest: "ann", bo: "bo"}
+    done = run_json(cli, "cleanup", "--store", address, "--max-per-group", "1", "--yes")
+    assert sorted(s["id"] for s in done["sessions"]) == sorted([oldest, middle])
+    assert _members(redis_space, "ann") == {newest}
+    assert _members(redis_space, "bo") == {bo}
+
+
+# --- phpredis: lock keys --------------------------------------------------------------------
+
+
+def test_phpredis_crashed_lock_keys_go_with_orphans_and_live_locks_stay(cli, redis_space):
+    written = phpredis_store(redis_space, [1440, 1440, 1440])
+    crashed, held, with_expiry = written.ids
+    phpredis_crashed_lock(redis_space, crashed)
+    with redis_space.client() as r:
+        # A request running now, on this host (this very process), without expiry; and one
+        # whose lock has an expiry (lock_expire set): both live.
+        r.set(
+            f"{redis_space.prefix}PHPREDIS_SESSION:{held}_LOCK",
+            f"{socket.gethostname()}|{os.getpid()}",
+        )
+        r.set(f"{redis_space.prefix}PHPREDIS_SESSION:{with_expiry}_LOCK", "otherhost|1", ex=30)
+    unrelated = put_unrelated_keys(redis_space)
+    address = redis_space.address()
+    figures = run_json(cli, "stats", "--store", address)["store_figures"]
+    assert figures["lock_keys"] == 3 and figures["lock_keys_without_expiry"] == 2
+    assert figures["stale_lock_keys"] == 1
+    listed = run_json(cli, "list", "--store", address)
+    assert sorted(s["id"] for s in listed) == sorted(written.ids)  # locks are not sessions
+
+    done = run_json(cli, "cleanup", "--store", address, "--orphans", "--yes")
+    assert done["deleted"] == 1 and done["sessions"][0]["id"] == crashed
+    keys = set(redis_space.keys())
+    assert f"PHPREDIS_SESSION:{crashed}_LOCK" not in keys
+    assert {f"PHPREDIS_SESSION:{held}_LOCK", f"PHPREDIS_SESSION:{with_expiry}_LOCK"} <= keys
+    assert {f"PHPREDIS_SESSION:{i}" for i in written.ids} | set(unrelated) <= keys
+    assert phpredis_load(redis_space, [crashed])[crashed] == {"user_id": 1}
+
+
+# --- compare-and-delete ------------------------------------------------------------------------
+
+
+def test_a_key_changed_or_touched_after_selection_stays(redis_space, node_modules):
+    written = connect_redis_store(
+        redis_space,
+        [
+            {"expires_in": 600, "disable_ttl": True},
+            {"expires_in": 600, "disable_ttl": True},
+            {"expires_in": 600, "disable_ttl": True},
+            3600,
+            3600,
+        ],
+    )
+    spring = spring_redis_store(redis_space, [{"expires_in": 900, "principal": "ann"}] * 2)
+    store = open_store(parse_address(redis_space.address("sess:")))
+    spring_store = open_store(parse_address(redis_space.address("spring:session:")))
+    try:
+        records = {r.data["sid"]: r for r in store.iter_records()}
+        hashes = {r.data["id"]: r for r in spring_store.iter_records()}
+        cands = [Candidate(r.key, store.fingerprint(r), i) for i, r in records.items()]
+        hash_cands = [Candidate(r.key, r.version, i) for i, r in hashes.items()]
+        same, rewritten, touched, ttl_kept, ttl_renewed = written.ids
+        keep_hash, drop_hash = spring.ids
+        with redis_space.client() as r:
+            value = r.get(redis_space.prefix + "sess:" + rewritten)
+            r.set(
+                redis_space.prefix + "sess:" + rewritten, value.replace(b'"cookie"', b'"cookie" ')
+            )
+            r.expire(redis_space.prefix + "sess:" + touched, 86400)  # connect-redis's touch()
+            r.expire(redis_space.prefix + "sess:" + ttl_renewed, 86400)
+            r.hset(
+                redis_space.prefix + f"spring:session:sessions:{keep_hash}",
+                "lastAccessedTime",
+                b"\x00changed",
+            )
+        archived_keys = []
+        outcome = store.remove(cands, lambda recs: archived_keys.extend(x.key for x in recs))
+        removed = sorted(r.data["sid"] for r in outcome.removed)
+        assert removed == sorted([same, ttl_kept])
+        assert sorted(k.rpartition(":")[2] for k in outcome.changed) == sorted(
+            [rewritten, touched, ttl_renewed]
+        )
+        assert sorted(k.rpartition(":")[2] for k in archived_keys) == removed
+        outcome = spring_store.remove(hash_cands, lambda recs: None)
+        assert [r.data["id"] for r in outcome.removed] == [drop_hash]
+        assert [k.rpartition(":")[2] for k in outcome.changed] == [keep_hash]
+    finally:
+        store.close()
+        spring_store.close()
+    keys = set(redis_space.keys())
+    assert {"sess:" + i for i in (rewritten, touched, ttl_renewed)} <= keys
+    assert not {"sess:" + i for i in (same, ttl_kept)} & keys
+    assert f"spring:session:sessions:{keep_hash}" in keys
+
+
+# --- dry run, locks, bad input -----------------------------------------------------------------
+
+
+def test_a_dry_run_changes_no_key(cli, redis_space, node_modules):
+    connect_redis_store(
+        redis_space,
+        [3600, {"expires_in": -60, "disable_ttl": True}, {"expires_in": 60, "disable_ttl": True}],
+    )
+    with redis_space.client() as r:
+        r.set(redis_space.prefix + "sess:broken", b"{", ex=600)
+    put_unrelated_keys(redis_space)
+    before = dump_all(redis_space)
+    for flags in (
+        ["--expired", "--invalid", "--no-ttl"],
+        ["--all"],
+        ["--max-count", "3"],
+        ["--orphans", "--expired"],
+    ):
+        plan = run_json(
+            cli, "cleanup", "--store", redis_space.address(), *flags, "--dry-run", "--yes"
+        )
+        assert plan["dry_run"] and plan["selected"] >= 1 and plan["deleted"] == 0
+    assert dump_all(redis_space) == before
+
+
+def test_two_runs_at_once_one_exits_4(cli, redis_space, node_modules, tmp_path):
+    connect_redis_store(redis_space, [{"expires_in": 60, "disable_ttl": True}])
+    address = redis_space.address()
+    other = open_store(parse_address(address))
+    try:
+        # Another host's run (its own state folder): it holds the lock every host sees.
+        with other.cross_host_lock(parse_address(address).identity):
+            env = {"SESSIONCTL_STATE_DIR": str(tmp_path / "elsewhere")}
+            result = cli("cleanup", "--store", address, "--no-ttl", "--yes", env=env, code=4)
+            assert "another cleanup" in one_line(result.stderr)
+            same = other.cross_host_lock(parse_address(address).identity)
+            with pytest.raises(SessionctlError) as second, same:
+                pass
+            assert second.value.code == ExitCode.BUSY
+        assert len(redis_space.keys()) == 1
+        run_json(cli, "cleanup", "--store", address, "--no-ttl", "--yes")
+        assert redis_space.keys() == []
+        with redis_space.client() as r:  # released: no lock key left behind
+            assert not list(r.scan_iter(match="sessionctl:lock:*"))
+    finally:
+        other.close()
+
+
+def test_server_down_is_one_line_exit_3(cli):
+    line = one_line(cli("list", "--store", "redis://127.0.0.1:1/0", code=3).stderr)
+    assert "127.0.0.1:1" in line and "Traceback" not in line
+
+
+CANARY = "Canary-redis-pw-" + secrets.token_hex(4)
+
+
+def test_a_password_never_appears_and_a_wrong_one_is_one_line(
+    cli, redis_space, node_modules, tmp_path, state_dir, monkeypatch
+):
+    """An ACL user of the test's own (the server's default user is left alone)."""
+    user = "sctest_" + secrets.token_hex(4)
+    with redis_space.client() as r:
+        r.execute_command("ACL", "SETUSER", user, "on", ">" + CANARY, "~*", "&*", "+@all")
+    try:
+        connect_redis_store(redis_space, [3600, {"expires_in": -60, "disable_ttl": True}])
+        host = f"redis://{user}@127.0.0.1:{redis_space.port}/{redis_space.db}"
+        address = f"{host}?prefix={redis_space.prefix}"
+        config = tmp_path / "config.toml"
+        config.write_text(f'[stores.web]\naddress = "{address}"\npassword_env = "SCTEST_PW"\n')
+        seen = []
+        monkeypatch.setenv("SCTEST_PW", CANARY)
+        for args in (
+            ["stats"],
+            ["list"],
+            ["cleanup", "--no-ttl", "--dry-run", "--explain"],
+            ["cleanup", "--no-ttl", "--yes"],
+            ["history"],
+        ):
+            result = cli("--config", config, *args, "--store", "web")
+            seen += [result.stdout, result.stderr]
+        assert len(redis_space.keys()) == 1
+        monkeypatch.setenv("SCTEST_PW", "wrong-" + CANARY)
+        result = cli("--config", config, "stats", "--store", "web", code=3)
+        line = one_line(result.stderr)
+        assert "refused the password" in line
+        seen += [result.stdout, result.stderr]
+        monkeypatch.delenv("SCTEST_PW")
+        monkeypatch.setenv("REDISCLI_AUTH", CANARY)
+        result = cli("stats", "--store", address)  # redis-cli's own variable
+        seen += [result.stdout, result.stderr]
+        inline = address.replace(f"{user}@", f"{user}:{CANARY}@")
+        result = cli("list", "--store", inline)
+        seen += [result.stdout, result.stderr]
+        files = [p for p in state_dir.rglob("*") if p.is_file()]
+        assert any(p.suffix == ".gz" for p in files)
+        for path in files:
+            data = path.read_bytes()
+            if path.suffix == ".gz":
+                data = gzip.decompress(data)
+            seen.append(data.decode("utf-8", "replace"))
+        assert not [text for text in seen if CANARY in text]
+    finally:
+        with redis_space.client() as r:
+            r.execute_command("ACL", "DELUSER", user)
