@@ -43,6 +43,7 @@ STORE_SETTINGS: dict[str, tuple[Any, str]] = {
     "password_file": (None, "path"),
     "lock_timeout": (2.0, "duration"),
     "statement_timeout": (60.0, "duration"),
+    "create_lock_table": (False, "bool"),
     "archive": (True, "bool"),
     "archive_dir": (None, "path"),
     "lock": ("state", "lock"),

@@ -438,6 +438,22 @@ PRESETS: dict[str, Preset] = {
             payload=("sess",),
         ),
         Preset(
+            name="express-mysql-session",
+            title="express-session express-mysql-session sessions (expires in unix seconds)",
+            shapes=(TABLE,),
+            fields={
+                "id": "session_id",
+                "created": None,
+                "accessed": None,
+                "expires": "expires",
+                "group": None,
+            },
+            signature=frozenset({"session_id", "expires", "data"}),
+            table="sessions",
+            payload=("data",),
+            notes="its own schema has no index on expires: its cleanup scans the whole table",
+        ),
+        Preset(
             name="flask",
             title="Flask-Session SQLAlchemy sessions",
             shapes=(TABLE,),

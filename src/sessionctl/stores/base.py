@@ -77,6 +77,9 @@ class StoreSettings:
     #: PostgreSQL: how long the tool's statements wait for a row lock, and run at most.
     lock_timeout: float = 2.0
     statement_timeout: float = 60.0
+    #: MySQL: where the server refuses GET_LOCK (Galera), make a lease table for the
+    #: cross-host lock (`sessionctl_lock`); without it, such runs are not kept apart.
+    create_lock_table: bool = False
 
     @classmethod
     def from_settings(cls, settings) -> StoreSettings:
