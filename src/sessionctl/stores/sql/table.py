@@ -581,8 +581,12 @@ class TableStore(Store):
         rank = {t.lower(): i for i, t in enumerate(order or self.cascade_tables())}
         return sorted(children.items(), key=lambda item: rank.get(item[0].lower(), len(rank)))
 
+    def generated_columns(self, table: str) -> set[str]:
+        """Columns the database computes, which a row read has and an INSERT cannot name."""
+        return set()
+
     def _insert_row(self, conn, table: str, row: dict) -> None:
-        known = set(self._columns(table))
+        known = set(self._columns(table)) - self.generated_columns(table)
         names = [name for name in row if name in known]
         values = [decode_value(row[name]) for name in names]
         # Text that is not UTF-8 goes back as TEXT with its exact bytes.
