@@ -608,3 +608,30 @@ def test_generated_columns_keep_every_value_under_its_own_name(
     }
     cli("restore", archive, "--store", db, "-q")
     assert {t: dump(db, t) for t in ("sessions", "kids")} == before
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        "CREATE TABLE sessions(id TEXT PRIMARY KEY, expires_at INTEGER) STRICT;",
+        "CREATE TABLE sessions(id TEXT PRIMARY KEY, expires_at CHECK (typeof(expires_at) = 'integer'));",
+    ],
+    ids=["strict", "check"],
+)
+def test_a_row_the_table_refuses_is_refused_with_why_not_called_present(cli, tmp_path, table):
+    db = make_db(tmp_path / "s.db", table)
+    archive = write_archive(
+        tmp_path / "a.ndjson.gz",
+        [
+            {"key": "a", "id": "a", "record": {"id": "a", "expires_at": "soon"}},
+            {"key": "b", "id": "b", "record": {"id": "b", "expires_at": 5}},
+        ],
+        kind="json",
+        id_field="id",
+    )
+    report = json.loads(cli("restore", archive, "--store", db, "-f", "json", code=1).stdout)
+    assert (report["restored"], report["skipped"], report["refused"]) == (1, 0, 1)
+    assert (
+        report["refusals"][0]["id"] == "a" and "refused its row" in report["refusals"][0]["reason"]
+    )
+    assert dump(db, "sessions") == [("b", 5)]

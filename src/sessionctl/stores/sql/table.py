@@ -539,11 +539,12 @@ class TableStore(Store):
                     except self.integrity_errors as exc:
                         conn.execute("ROLLBACK TO sessionctl_restore")
                         conn.execute("RELEASE SAVEPOINT sessionctl_restore")
-                        if doing == "row":
+                        if doing == "row" and self._key_taken(exc):
                             skipped += 1  # its key is taken: the session is there again
                         else:
-                            # Not "there again": a row the application wrote meanwhile took
-                            # the place of one of its cascade rows. Said, with why.
+                            # Not "there again": a value the table refuses (a STRICT or CHECK
+                            # column), or a row the application wrote meanwhile took the place
+                            # of one of its cascade rows. Said, with why.
                             refused.append(
                                 (entry, f"the database refused its {doing}: {self.refusal(exc)}")
                             )
@@ -553,6 +554,11 @@ class TableStore(Store):
                 raise
         # A third member: (entry, why) for sessions the database refused as they went in.
         return restored, skipped, refused
+
+    def _key_taken(self, exc: BaseException) -> bool:
+        """Whether an INSERT was refused because its key (or another unique value) is there."""
+        text = self.refusal(exc).lower()
+        return "unique" in text or "duplicate" in text
 
     def _insert_children(self, conn, children) -> None:
         """Put archived cascade rows back, parents first. A row whose parent row comes later
