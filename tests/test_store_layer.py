@@ -60,7 +60,13 @@ def test_bare_paths_are_recognised_by_the_kinds(tmp_path):
     (tmp_path / "noext").write_text('{"x": {}}')
     with sqlite3.connect(tmp_path / "headered") as conn:
         conn.execute("CREATE TABLE t (x)")
+    (tmp_path / "php").mkdir()
+    (tmp_path / "php" / "sess_abc").write_bytes(b"")
+    (tmp_path / "php2" / "a" / "b").mkdir(parents=True)
+    (tmp_path / "php2" / "a" / "b" / "sess_abc").write_bytes(b"")
     expected = {
+        "php": "php",  # a folder of sess_* files
+        "php2": "php",  # and one with save_path levels ("2;DIR")
         "folder": "jsondir",
         "a.json": "json",
         "later.json": "json",  # a suffix is enough: the file may come later
@@ -75,7 +81,8 @@ def test_bare_paths_are_recognised_by_the_kinds(tmp_path):
     with pytest.raises(SessionctlError) as caught:
         stores.parse_address(str(tmp_path / "mystery"))
     assert caught.value.code == ExitCode.STORE
-    assert "json:, jsondir: or sqlite:" in caught.value.one_line()
+    assert "json:, jsondir:, php: or sqlite:" in caught.value.one_line()
+    assert stores.parse_address(str(tmp_path / "php2")).display == f"php:2;{tmp_path / 'php2'}"
 
 
 def test_a_registered_kind_is_not_imported_until_used(monkeypatch):

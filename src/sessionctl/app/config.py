@@ -43,6 +43,8 @@ STORE_SETTINGS: dict[str, tuple[Any, str]] = {
     "password_file": (None, "path"),
     "lock_timeout": (2.0, "duration"),
     "statement_timeout": (60.0, "duration"),
+    "php_ini": (None, "path"),
+    "check_open": (False, "bool"),
     "create_lock_table": (False, "bool"),
     "archive": (True, "bool"),
     "archive_dir": (None, "path"),
@@ -284,8 +286,10 @@ def store_settings(
     preset_policy: dict | None,
     preset_name: str | None,
     overrides: dict[str, Any],
+    store_defaults: dict[str, tuple[Any, str]] | None = None,
 ) -> Settings:
-    """Layer defaults, [defaults], preset, [stores.NAME], env and command line."""
+    """Layer defaults, [defaults], preset, the store's own defaults (`setting_defaults`),
+    [stores.NAME], env and command line."""
     values: dict[str, Setting] = {
         key: Setting(convert(key, default, kind, "default"), "default")
         for key, (default, kind) in STORE_SETTINGS.items()
@@ -301,6 +305,9 @@ def store_settings(
     apply(config.defaults, config.source("defaults") if config.path else "default")
     if preset_policy:
         apply(preset_policy, f"preset {preset_name}")
+    for key, (value, source) in (store_defaults or {}).items():
+        if key in STORE_SETTINGS and (key not in config.defaults or not config.path):
+            values[key] = Setting(value, source)
     if store_name is not None:
         apply(config.stores.get(store_name, {}), config.source(f"stores.{store_name}"))
     for key, value in overrides.items():

@@ -150,6 +150,7 @@ def open_context(config: Config, request: StoreRequest, now: float) -> StoreCont
             preset.policy if preset else None,
             preset.name if preset else None,
             request.overrides,
+            store.setting_defaults(),
         )
         if settings.get("payload") is not None:
             mapping = mapping.with_overrides({"payload": ",".join(settings["payload"])}, "config")

@@ -208,6 +208,7 @@ class StoreArgs:
     skew: Optional[str] = None
     timezone: Optional[str] = None
     busy_timeout: Optional[str] = None
+    php_ini: Optional[str] = None
     now: Optional[str] = None
     explain: bool = False
 
@@ -345,6 +346,21 @@ _STORE_PARAMETERS = [
         ],
     ),
     inspect.Parameter(
+        "php_ini",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            Optional[str],
+            typer.Option(
+                "--php-ini",
+                metavar="FILE",
+                help="PHP session files: the php.ini (and its conf.d) to read "
+                "session.save_path, gc_maxlifetime and serialize_handler from; read, never run. "
+                "Example: --store php: --php-ini /etc/php/8.2/fpm/php.ini",
+            ),
+        ],
+    ),
+    inspect.Parameter(
         "now",
         inspect.Parameter.KEYWORD_ONLY,
         default=None,
@@ -391,6 +407,7 @@ def store_command(function: Callable) -> Callable:
             skew=given["skew"],
             timezone=given["timezone"],
             busy_timeout=given["busy_timeout"],
+            php_ini=given["php_ini"],
             now=given["now"],
             explain=bool(given["explain"]),
         )
@@ -413,6 +430,8 @@ def store_overrides(args: StoreArgs) -> dict[str, Any]:
         overrides["timezone"] = get_timezone(args.timezone)
     if args.idle_from is not None:
         overrides["idle_from"] = str(getattr(args.idle_from, "value", args.idle_from))
+    if args.php_ini is not None:
+        overrides["php_ini"] = args.php_ini
     return overrides
 
 

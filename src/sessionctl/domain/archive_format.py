@@ -54,7 +54,10 @@ def archive_entry(record: Record, session_id: str | None, reasons: list[str]) ->
     entry: dict[str, Any] = {"key": json_safe(record.key), "id": session_id, "reasons": reasons}
     if record.data is not None:
         value = entry["record"] = _archivable(record.data)
-        if record.raw is not None and not _says_all(record.raw, record.data, value):
+        if record.keep_raw and record.raw is not None:
+            # The file as the application wrote it (PHP serialization): what restore writes.
+            entry["file_b64"] = base64.b64encode(record.raw).decode("ascii")
+        elif record.raw is not None and not _says_all(record.raw, record.data, value):
             # The store's own text of the record (JSON stores), when the value cannot say it
             # all (`1e400`, duplicate keys): what restore puts back, byte for byte.
             entry["raw_json"] = record.raw.decode("utf-8", "replace")
@@ -62,7 +65,7 @@ def archive_entry(record: Record, session_id: str | None, reasons: list[str]) ->
         entry["record"] = None
         if record.raw is not None:
             entry["raw_b64"] = base64.b64encode(record.raw).decode("ascii")
-            value = _json_object(record.raw)
+            value = None if record.keep_raw else _json_object(record.raw)
             if value is not None:
                 # JSON that is not Unicode text (a lone surrogate, "\ud800"): invalid as a
                 # session, yet an object; kept as the value too, its strings escaped.

@@ -454,6 +454,22 @@ PRESETS: dict[str, Preset] = {
             notes="its own schema has no index on expires: its cleanup scans the whole table",
         ),
         Preset(
+            name="php",
+            title="PHP session files (session.save_handler = files): sess_<id>, by file time",
+            shapes=(DOCUMENT,),
+            fields={
+                "id": "$key",
+                "created": None,
+                "accessed": "$mtime",
+                "expires": None,
+                "group": None,
+            },
+            signature=frozenset({"$mtime", "$ctime"}),
+            notes="idle timeout: session.gc_maxlifetime (--php-ini); "
+            "judge by ctime as sessionclean does with --field accessed='$ctime'; "
+            "a user id in $_SESSION as the group: --field group=user_id",
+        ),
+        Preset(
             name="flask",
             title="Flask-Session SQLAlchemy sessions",
             shapes=(TABLE,),

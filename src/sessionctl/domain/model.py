@@ -68,6 +68,9 @@ class Record:
     children: dict | None = None
     #: The store's token for this exact version of the record (a file's inode, size, mtime).
     version: Any = None
+    #: The store's bytes are what a restore puts back (a format the decoded value cannot say
+    #: all of, such as PHP serialization): the archive keeps them.
+    keep_raw: bool = False
 
     def byte_size(self) -> int:
         if self.size is None:

@@ -18,6 +18,8 @@ from .base import Address, Store, StoreSettings
 #: telling a scheme's kind imports nothing; kinds taking bare paths are asked, in this order,
 #: whether they `claim` one (the others are not imported for it).
 KNOWN_KINDS: tuple[tuple[str, tuple[str, ...], str, str, bool], ...] = (
+    # Before jsondir: a folder of sess_* files is PHP's, any other folder one of JSON files.
+    ("php", ("php",), "sessionctl.stores.files.php", "PhpStore", True),
     ("jsondir", ("jsondir",), "sessionctl.stores.jsondir", "JsonDirStore", True),
     ("sqlite", ("sqlite",), "sessionctl.stores.sql.sqlite", "SqliteStore", True),
     ("json", ("json",), "sessionctl.stores.jsonfile", "JsonFileStore", True),
@@ -25,7 +27,7 @@ KNOWN_KINDS: tuple[tuple[str, tuple[str, ...], str, str, bool], ...] = (
     ("mysql", ("mysql", "mariadb"), "sessionctl.stores.sql.mysql", "MysqlStore", False),
 )
 #: Schemes with a kind that is not written yet.
-_PLANNED = ("postgresql", "postgres", "php")
+_PLANNED = ("postgresql", "postgres")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 

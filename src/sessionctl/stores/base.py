@@ -77,6 +77,10 @@ class StoreSettings:
     #: PostgreSQL: how long the tool's statements wait for a row lock, and run at most.
     lock_timeout: float = 2.0
     statement_timeout: float = 60.0
+    #: PHP: the php.ini to read session.save_path, gc_maxlifetime and serialize_handler from.
+    php_ini: str | None = None
+    #: PHP: also leave alone files a php-fpm or apache2 process has open (/proc/PID/fd).
+    check_open: bool = False
     #: MySQL: where the server refuses GET_LOCK (Galera), make a lease table for the
     #: cross-host lock (`sessionctl_lock`); without it, such runs are not kept apart.
     create_lock_table: bool = False
@@ -230,6 +234,12 @@ class Store(ABC):
         """A plan that counts and selects in the store itself, when it can judge exactly as
         Python does; else None (and `no_pushdown_reason` says why)."""
         return None
+
+    def setting_defaults(self) -> dict[str, tuple[Any, str]]:
+        """Settings the store itself knows a default for, {name: (value, where it comes
+        from)}: below the configuration and the command line, above the built-in defaults and
+        presets (PHP's session.gc_maxlifetime is the idle timeout of its sessions)."""
+        return {}
 
     def lock_beside(self) -> Path | None:
         """The lock file `lock = "store"` takes beside the store, which every host that mounts

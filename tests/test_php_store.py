@@ -1,0 +1,200 @@
+"""The PHP session-file store (stores/files/php.py) on files PHP itself wrote (php-cli):
+cleanup agrees with PHP's own GC and leaves nothing it would remove, survivors still load in
+PHP, N-level save paths, a request holding its lock, the three serialize handlers, malformed
+payloads invalid with their offsets, objects never instantiated, php.ini settings."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from helpers import one_line_error
+from phpfix import (
+    is_locked,
+    php_gc,
+    php_read_sessions,
+    php_request_holding,
+    php_session_dir,
+    php_write_sessions,
+    process_holding_flock,
+)
+
+
+def _ids(result) -> set[str]:
+    return {row["id"] for row in json.loads(result.stdout)}
+
+
+def _listed(cli, store, *args) -> dict[str, dict]:
+    rows = json.loads(cli("list", "--store", store, "--format", "json", *args).stdout)
+    return {row["id"]: row for row in rows}
+
+
+@pytest.mark.parametrize("handler", ["php", "php_binary", "php_serialize"])
+def test_cleanup_expired_leaves_nothing_for_php_gc_and_survivors_load_in_php(
+    php_cli, tmp_path, cli, handler
+):
+    folder = php_session_dir(tmp_path / "sessions", handler=handler)
+    written = php_write_sessions(folder, [10, 600, 1400, 1500, 7200, 86400 * 3])
+    store = f"php:{folder.root}?handler={handler}"
+    rows = _listed(cli, store)
+    assert set(rows) == set(written.ids)
+    assert {sid for sid, row in rows.items() if row["status"] == "expired"} == set(written.expired)
+    cli("cleanup", "--store", store, "--expired", "--yes")
+    assert set(folder.files()) == set(written.active)
+    # PHP's own GC finds nothing more to remove, and PHP still reads every survivor.
+    assert php_gc(folder, 1440)["removed"] == []
+    loaded = php_read_sessions(folder, written.active)
+    assert all(
+        loaded[sid] == {"user_id": n} for n, sid in enumerate(written.ids, 1) if sid in loaded
+    )
+    assert set(loaded) == set(written.active)
+
+
+def test_a_bare_folder_of_sess_files_is_php_and_gc_maxlifetime_is_the_idle_timeout(
+    php_cli, tmp_path, cli
+):
+    folder = php_session_dir(tmp_path / "s")
+    written = php_write_sessions(folder, [100, 2000])
+    result = cli("list", "--store", folder.root, "--format", "json", "--explain")
+    assert f"store php:{folder.root} (php)" in result.stderr
+    assert "idle_timeout=24m" in result.stderr  # PHP's default gc_maxlifetime, 1440 s
+    rows = {row["id"]: row["status"] for row in json.loads(result.stdout)}
+    assert rows == {written.ids[0]: "active", written.ids[1]: "expired"}
+
+
+def test_php_ini_gives_save_path_with_levels_handler_and_gc_maxlifetime(php_cli, tmp_path, cli):
+    folder = php_session_dir(tmp_path / "deep", depth=2, handler="php_serialize")
+    written = php_write_sessions(folder, [30, 500, 5000, 99999], gc_maxlifetime=400)
+    ini = tmp_path / "php.ini"
+    ini.write_text(
+        "[Session]\n"
+        "session.save_handler = files\n"
+        f'session.save_path = "{folder.save_path}"  ; two levels\n'
+        "session.serialize_handler = php_serialize\n"
+        "session.gc_maxlifetime = 400\n"
+    )
+    rows = _listed(cli, "php:", "--php-ini", ini)
+    assert set(rows) == set(written.ids)
+    assert {s for s, r in rows.items() if r["status"] == "expired"} == set(written.ids[1:])
+    # PHP's own GC does nothing with "2;DIR": sessionctl does the work.
+    assert php_gc(folder, 400)["returned"] == -1 and set(folder.files()) == set(written.ids)
+    cli("cleanup", "--store", "php:", "--php-ini", ini, "--expired", "--yes")
+    assert set(folder.files()) == {written.ids[0]}
+    assert php_read_sessions(folder, [written.ids[0]]) == {written.ids[0]: {"user_id": 1}}
+    # The same folder named with save_path syntax.
+    assert set(_listed(cli, f'php:"2;{folder.root}"?handler=php_serialize')) == {written.ids[0]}
+
+
+def test_a_request_holding_its_lock_is_never_removed(php_cli, tmp_path, cli):
+    folder = php_session_dir(tmp_path / "s")
+    written = php_write_sessions(folder, [5000, 6000])
+    busy, idle = written.ids
+    path = folder.path_of(busy)
+    before = path.stat().st_mtime
+    with php_request_holding(folder, busy):
+        assert is_locked(path)
+        result = cli("cleanup", "--store", f"php:{folder.root}", "--expired", "--yes", code=None)
+        assert path.exists() and path.stat().st_mtime == before
+        assert not folder.path_of(idle).exists()
+    assert result.exit_code in (0, 1)
+    # Once the request is gone, its session goes too.
+    cli("cleanup", "--store", f"php:{folder.root}", "--expired", "--yes")
+    assert not path.exists()
+
+
+def test_a_lock_held_by_any_process_keeps_the_file(php_cli, tmp_path, cli):
+    folder = php_session_dir(tmp_path / "s", depth=1)
+    written = php_write_sessions(folder, [5000])
+    path = folder.path_of(written.ids[0])
+    with process_holding_flock(path):
+        cli("cleanup", "--store", f"php:1;{folder.root}", "--expired", "--yes", code=None)
+        assert path.exists()
+    assert not list(folder.root.rglob(".sessionctl-removing.*"))
+
+
+def test_a_file_whose_mtime_changed_after_selection_is_kept(php_cli, tmp_path):
+    from sessionctl.stores import open_store, parse_address
+    from sessionctl.stores.base import Candidate
+
+    folder = php_session_dir(tmp_path / "s")
+    written = php_write_sessions(folder, [5000, 5000])
+    store = open_store(parse_address(f"php:{folder.root}"))
+    records = {r.key: r for r in store.iter_records()}
+    candidates = [Candidate(k, store.fingerprint(r), k) for k, r in records.items()]
+    touched = folder.path_of(written.ids[0])
+    os.utime(touched)  # the application used it: PHP refreshes mtime
+    archived = []
+    outcome = store.remove(candidates, archived.extend)
+    assert [r.key for r in outcome.removed] == [written.ids[1]]
+    assert outcome.changed == [written.ids[0]] and touched.exists()
+
+
+def test_malformed_payloads_are_invalid_with_their_offsets_and_objects_stay_data(
+    php_cli, tmp_path, cli
+):
+    folder = php_session_dir(tmp_path / "s")
+    written = php_write_sessions(
+        folder,
+        [
+            {
+                "age": 60,
+                "php": "(function () { $o = new ArrayObject([1]); $s = new SplStack; "
+                'return ["user_id" => 3, "o" => $o, "s" => $s, "e" => new Exception("x")]; })()',
+            },
+            {"age": 60},
+        ],
+    )
+    good, broken = written.ids
+    folder.path_of(broken).write_bytes(b'user_id|i:4;name|s:10:"short";')
+    rows = _listed(cli, f"php:{folder.root}")
+    assert rows[good]["status"] == "active"
+    assert rows[broken]["status"] == "invalid"
+    text = json.dumps(rows[broken])
+    assert "at byte 23" in text
+    shown = json.loads(
+        cli(
+            "inspect",
+            "--store",
+            f"php:{folder.root}",
+            good,
+            "--format",
+            "json",
+            "--show-secrets",
+            code=None,
+        ).stdout
+        or "{}"
+    )
+    assert "ArrayObject" in json.dumps(shown) or shown == {}
+    cli("cleanup", "--store", f"php:{folder.root}", "--invalid", "--yes")
+    assert set(folder.files()) == {good}
+
+
+def test_group_role_from_a_user_id_inside_the_session(php_cli, tmp_path, cli):
+    folder = php_session_dir(tmp_path / "s", handler="php_binary")
+    sessions = [{"age": age, "data": {"user_id": 7}} for age in (10, 20, 30, 40)]
+    sessions += [{"age": 15, "data": {"user_id": 8}}]
+    written = php_write_sessions(folder, sessions)
+    store = f"php:{folder.root}?handler=php_binary"
+    cli("cleanup", "--store", store, "--field", "group=user_id", "--max-per-group", "2", "--yes")
+    assert set(folder.files()) == {written.ids[0], written.ids[1], written.ids[4]}
+    rows = _listed(cli, store, "--where", "user_id=8")
+    assert set(rows) == {written.ids[4]}
+
+
+def test_ctime_as_sessionclean_judges(php_cli, tmp_path, cli):
+    folder = php_session_dir(tmp_path / "s")
+    written = php_write_sessions(folder, [5000])
+    # mtime is 5000 s back; ctime is now (utime changes it): by ctime it is not expired.
+    rows = _listed(cli, f"php:{folder.root}", "--field", "accessed=$ctime")
+    assert rows[written.ids[0]]["status"] == "active"
+
+
+def test_php_addresses_refused_in_one_line(tmp_path, cli):
+    result = cli("list", "--store", "php:", code=2)
+    assert "php.ini" in one_line_error(result)
+    result = cli("list", "--store", f"php:x;{tmp_path}", code=2)
+    assert "not a number of levels" in one_line_error(result)
+    result = cli("list", "--store", f"php:{tmp_path}?handler=igbinary", code=2)
+    assert "igbinary" in one_line_error(result)
