@@ -397,3 +397,32 @@ def test_an_id_field_no_record_has_is_refused_not_every_session_invalid(cli, tmp
     cli("cleanup", "--invalid", "-s", f"json:{path}", "--field", "id=session_id")
     path.write_text("[]")
     cli("cleanup", "--invalid", "-s", f"json:{path}", *mapping)
+
+
+# --- a time inside JSON text that is not JSON ---------------------------------------------------
+
+
+def test_a_time_inside_text_that_is_not_json_makes_the_session_invalid_not_active(cli, tmp_path):
+    """`--field expires=sess.cookie.expires` with `sess` cut short (or not JSON at all): the
+    session was active, never expiring, and `validate` did not name it."""
+    sessions = [
+        {"sid": "cut", "sess": '{"cookie":{"expires":"' + PAST},
+        {"sid": "plain", "sess": "hello"},
+        {"sid": "old", "sess": json.dumps({"cookie": {"expires": PAST}})},
+        {"sid": "new", "sess": json.dumps({"cookie": {"expires": SOON}})},
+        {"sid": "none", "sess": json.dumps({"cookie": {}})},
+    ]
+    path = tmp_path / "sessions.json"
+    path.write_text(json.dumps(sessions))
+    mapping = ["--field", "id=sid", "--field", "expires=sess.cookie.expires"]
+    rows = json.loads(cli("list", "-s", f"json:{path}", *mapping, "-f", "json").stdout)
+    status = {row["id"]: row["status"] for row in rows}
+    assert status == {
+        "cut": "invalid",
+        "plain": "invalid",
+        "old": "expired",
+        "new": "active",
+        "none": "active",
+    }
+    result = cli("cleanup", "-s", f"json:{path}", *mapping, "--expired", "-f", "json")
+    assert [s["id"] for s in json.loads(result.stdout)["sessions"]] == ["old"]

@@ -248,6 +248,22 @@ class Mapper:
                 value = data.get(path[0])  # the common case: a plain field or column
             else:
                 value = resolve(data, path, record.key, cache)
+            if value is _MISSING and role in _TIME_ROLE_SET and cache:
+                # A time inside text that should hold JSON (`sess.cookie.expires`) and does
+                # not (cut short, say): unreadable, so invalid; never "no expiry", active.
+                broken = next(
+                    (p for p in cache if cache[p] is _MISSING and path[: len(p)] == p), None
+                )
+                if broken is not None:
+                    field = ".".join(broken)
+                    session.problems.append(
+                        Reason(
+                            model.BAD_TIMESTAMP,
+                            f"{role}: field {field} does not hold JSON text",
+                            self.mapping.fields[role],
+                        )
+                    )
+                continue
             if value is _MISSING or value is None:
                 continue
             if role in _TIME_ROLE_SET:
