@@ -11,17 +11,22 @@ runs at once: one exits 4; a dry run changes no key (DUMP before and after).
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import os
 import pickle
 import secrets
+import shutil
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from pg import unavailable
 from redisfix import (
     PRINCIPAL_INDEX,
     connect_redis_load,
@@ -37,6 +42,8 @@ from redisfix import (
 from sessionctl.domain.errors import ExitCode, SessionctlError
 from sessionctl.stores import open_store, parse_address
 from sessionctl.stores.base import Candidate
+
+SESSIONCTL = str(Path(sys.executable).parent / "sessionctl")
 
 
 def archived(state_dir: Path) -> list[dict]:
@@ -449,3 +456,98 @@ def test_a_password_never_appears_and_a_wrong_one_is_one_line(
     finally:
         with redis_space.client() as r:
             r.execute_command("ACL", "DELUSER", user)
+
+
+# --- servers of the test's own: a replica, a server that goes away -----------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def own_server(tmp_path: Path, *extra: str):
+    """A redis-server of the test's own on a loopback port (no persistence)."""
+    binary = shutil.which("redis-server")
+    if not binary:
+        unavailable("redis-server is not installed: apt-get install redis-server")
+    port = _free_port()
+    folder = tmp_path / f"redis-{port}"
+    folder.mkdir()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(
+        [*argv, "--dir", str(folder), *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(port=port, socket_connect_timeout=1)
+    try:
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                time.sleep(0.05)
+        yield port, proc, client
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def _sessions_without_ttl(client, n: int, prefix: str = "sess:") -> None:
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        value = {"cookie": {"originalMaxAge": None, "expires": None}, "n": i}
+        pipe.set(f"{prefix}s{i:06d}", json.dumps(value))
+    pipe.execute()
+
+
+def test_a_read_only_replica_is_one_line_exit_3_and_nothing_changes(cli, tmp_path, state_dir):
+    with own_server(tmp_path) as (primary, _, client):
+        _sessions_without_ttl(client, 5)
+        with own_server(tmp_path, "--replicaof", "127.0.0.1", str(primary)) as (port, _, rep):
+            for _ in range(200):
+                if rep.dbsize() == 5:
+                    break
+                time.sleep(0.05)
+            assert rep.dbsize() == 5
+            result = cli(
+                "cleanup", "--store", f"redis://127.0.0.1:{port}/0", "--no-ttl", "--yes", code=3
+            )
+            line = one_line(result.stderr)
+            assert "read-only replica" in line and f"127.0.0.1:{port}" in line
+            assert client.dbsize() == 5 and not archived(state_dir)
+
+
+def test_a_server_gone_mid_cleanup_stops_with_the_report_and_all_removed_is_archived(
+    tmp_path, state_dir
+):
+    with own_server(tmp_path) as (port, proc, client):
+        _sessions_without_ttl(client, 3000)
+        argv = [
+            SESSIONCTL, "cleanup", "--store", f"redis://127.0.0.1:{port}/0", "--no-ttl", "--yes",
+            "--batch-size", "500", "--pause", "0.4s", "--format", "json",
+        ]  # fmt: skip
+        env = {**os.environ, "SESSIONCTL_STATE_DIR": str(state_dir)}
+        run = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(200):
+            if client.dbsize() < 3000:
+                break
+            time.sleep(0.02)
+        time.sleep(0.2)
+        proc.kill()
+        out, err = run.communicate(timeout=60)
+    assert run.returncode == 3, (out, err)
+    report = json.loads(out)
+    assert 0 < report["deleted"] < 3000
+    assert "stopped after removing" in one_line(err) and "Traceback" not in err
+    removed = {e["key"] for e in archived(state_dir)}
+    assert len(removed) >= report["deleted"]

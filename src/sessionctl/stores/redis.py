@@ -440,7 +440,13 @@ class RedisStore(Store):
     def _new_client(self):
         redis = _redis()
         address = self.address
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
         common = {
+            # One quick retry, not redis-py's default backoff of seconds: a server that is down
+            # is one line at once.
+            "retry": Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
             "db": int(address.param("db", "0")),
             "username": address.param("user"),
             "password": self._password,
@@ -1002,10 +1008,7 @@ class RedisStore(Store):
         no_ttl = 0
         buckets = [0] * len(TTL_BUCKETS)
         if layout is not None:
-            batch: list[tuple[bytes, str]] = []
-            keys = list(self._session_keys())
-            for start in range(0, len(keys), PIPELINE):
-                batch = keys[start : start + PIPELINE]
+            for batch in _chunks(self._session_keys(), PIPELINE):
                 with self._errors("reading TTLs"):
                     pipe = self.client.pipeline(transaction=False)
                     for key, _ in batch:
@@ -1048,9 +1051,10 @@ class RedisStore(Store):
         `:` (at most 20 groups, the largest; the rest as "other")."""
         sizes: Counter = Counter()
         counts: Counter = Counter()
-        keys = list(self._scan(self._glob(self.prefix) + b"*"))
-        for start in range(0, len(keys), PIPELINE):
-            chunk = keys[start : start + PIPELINE]
+        seen: set[bytes] = set()
+        fresh = (k for k in self._scan(self._glob(self.prefix) + b"*") if k not in seen)
+        for chunk in _chunks(fresh, PIPELINE):
+            seen.update(chunk)
             with self._errors("measuring memory"):
                 pipe = self.client.pipeline(transaction=False)
                 for key in chunk:
@@ -1169,6 +1173,17 @@ class RedisStore(Store):
                     client.register_script(LOCK_RELEASE)(keys=[lock_key], args=[token])
 
         return held()
+
+
+def _chunks(items, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 #: The reply of a key no script was run for (not a string or hash: it cannot be compared).
