@@ -635,3 +635,27 @@ def test_a_row_the_table_refuses_is_refused_with_why_not_called_present(cli, tmp
         report["refusals"][0]["id"] == "a" and "refused its row" in report["refusals"][0]["reason"]
     )
     assert dump(db, "sessions") == [("b", 5)]
+
+
+def test_a_cascade_row_shared_by_two_sessions_comes_back_with_both(cli, tmp_path):
+    """A row linking two sessions removed together is archived with each; neither could go
+    back first (its link needs the other), so neither was restored."""
+    db = make_db(
+        tmp_path / "l.db",
+        "CREATE TABLE sessions(session_id TEXT PRIMARY KEY, expires_at TEXT);"
+        "CREATE TABLE links(id INTEGER PRIMARY KEY, "
+        "a TEXT REFERENCES sessions(session_id) ON DELETE CASCADE, "
+        "b TEXT REFERENCES sessions(session_id) ON DELETE CASCADE);",
+        {"sessions": [("A", past()), ("B", past()), ("C", future())]},
+    )
+    conn = sqlite3.connect(db)
+    conn.executemany("INSERT INTO links VALUES (?, ?, ?)", [(1, "A", "B"), (2, "A", "C")])
+    conn.commit()
+    conn.close()
+    before = {t: dump(db, t) for t in ("sessions", "links")}
+    archive = tmp_path / "a.ndjson.gz"
+    cli("cleanup", "--expired", "--store", db, "--archive", archive, "-q")
+    assert dump(db, "links") == []
+    report = json.loads(cli("restore", archive, "--store", db, "-f", "json").stdout)
+    assert (report["restored"], report["refused"]) == (2, 0)
+    assert {t: dump(db, t) for t in ("sessions", "links")} == before

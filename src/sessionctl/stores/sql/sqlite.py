@@ -219,6 +219,7 @@ class SqliteStore(TableStore):
     schemes = ("sqlite",)
     shape = "table"
     integrity_errors = (sqlite3.IntegrityError,)
+    null_safe_equal = "IS"
     table_hint = "sqlite:PATH?table=NAME"
 
     @classmethod

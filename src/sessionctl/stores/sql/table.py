@@ -502,6 +502,7 @@ class TableStore(Store):
         conn = self._writer_conn()
         restored = skipped = 0
         refused: list[tuple[dict, str]] = []
+        stuck: list[tuple[dict, dict, str]] = []
         id_column = id_path if id_path in self.columns else None
         with self.translate_errors("write"):
             self.begin_write(conn)
@@ -541,6 +542,16 @@ class TableStore(Store):
                         conn.execute("RELEASE SAVEPOINT sessionctl_restore")
                         if doing == "row" and self._key_taken(exc):
                             skipped += 1  # its key is taken: the session is there again
+                        elif doing == "cascade rows":
+                            # Maybe a row shared with another session of the archive, which
+                            # needs both back first: tried again with the others, below.
+                            stuck.append(
+                                (
+                                    entry,
+                                    record,
+                                    f"the database refused its {doing}: {self.refusal(exc)}",
+                                )
+                            )
                         else:
                             # Not "there again": a value the table refuses (a STRICT or CHECK
                             # column), or a row the application wrote meanwhile took the place
@@ -548,6 +559,8 @@ class TableStore(Store):
                             refused.append(
                                 (entry, f"the database refused its {doing}: {self.refusal(exc)}")
                             )
+                if stuck:
+                    restored += self._insert_together(conn, stuck, refused)
                 self.commit(conn)
             except BaseException:
                 self.rollback(conn)
@@ -559,6 +572,54 @@ class TableStore(Store):
         """Whether an INSERT was refused because its key (or another unique value) is there."""
         text = self.refusal(exc).lower()
         return "unique" in text or "duplicate" in text
+
+    def _insert_together(self, conn, stuck: list, refused: list) -> int:
+        """Sessions whose cascade rows refer to one another (a row linking two sessions
+        removed together): every session row first, then all their cascade rows. All of them
+        go in, or none, each refused with its own reason; returns how many went in."""
+        merged: dict[str, list] = {}
+        for entry, _, _ in stuck:
+            children = entry.get("children")
+            for table, rows in children.items() if isinstance(children, dict) else ():
+                merged.setdefault(table, []).extend(rows if isinstance(rows, list) else [])
+        conn.execute("SAVEPOINT sessionctl_together")
+        try:
+            for _, record, _ in stuck:
+                self._insert_row(conn, self.table, record)
+            self._insert_children(conn, merged)
+        except self.integrity_errors:
+            conn.execute("ROLLBACK TO sessionctl_together")
+            conn.execute("RELEASE SAVEPOINT sessionctl_together")
+            refused.extend((entry, why) for entry, _, why in stuck)
+            return 0
+        conn.execute("RELEASE SAVEPOINT sessionctl_together")
+        return len(stuck)
+
+    #: SQL comparing two values equal when both are NULL too; None where not known, and then
+    #: a cascade row already there is not recognised as such.
+    null_safe_equal: str | None = None
+
+    def _row_present(self, conn, table: str, row: dict) -> bool:
+        """Whether `row` is in `table` as it is, every value the same (a cascade row archived
+        with two sessions, which the first one put back)."""
+        if self.null_safe_equal is None:
+            return False
+        known = set(self._columns(table)) - self.generated_columns(table)
+        names = [name for name in row if name in known]
+        if not names:
+            return False
+        values = [decode_value(row[name]) for name in names]
+        where = " AND ".join(
+            f"{quote_identifier(n)} {self.null_safe_equal} "
+            + (self.text_bytes_mark if type(v) is BadText else self.mark)  # noqa: E721
+            for n, v in zip(names, values)
+        )
+        found = self.fetch_rows(
+            conn,
+            f"SELECT 1 FROM {quote_identifier(table)} WHERE {where} LIMIT 1",
+            [bytes(v) if type(v) is BadText else v for v in values],  # noqa: E721
+        )
+        return bool(found)
 
     def _insert_children(self, conn, children) -> None:
         """Put archived cascade rows back, parents first. A row whose parent row comes later
@@ -573,8 +634,9 @@ class TableStore(Store):
                     self._insert_row(conn, table, row)
                 except self.integrity_errors as exc:
                     conn.execute("ROLLBACK TO sessionctl_row")
-                    waiting.append((table, row))
-                    refusal = exc
+                    if not (self._key_taken(exc) and self._row_present(conn, table, row)):
+                        waiting.append((table, row))
+                        refusal = exc
                 conn.execute("RELEASE SAVEPOINT sessionctl_row")
             if len(waiting) == len(pending):
                 raise refusal
