@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -198,3 +199,112 @@ def test_php_addresses_refused_in_one_line(tmp_path, cli):
     assert "not a number of levels" in one_line_error(result)
     result = cli("list", "--store", f"php:{tmp_path}?handler=igbinary", code=2)
     assert "igbinary" in one_line_error(result)
+
+
+_OPEN_ONLY = """
+$f = fopen($argv[1], "r");
+echo "ready\\n";
+sleep(600);
+"""
+
+
+def test_check_open_spares_files_a_php_fpm_process_has_open(php_cli, tmp_path, cli):
+    import shutil
+    import subprocess
+
+    folder = php_session_dir(tmp_path / "s")
+    written = php_write_sessions(folder, [5000, 5000])
+    held, free = (folder.path_of(sid) for sid in written.ids)
+    # A process whose name (/proc/PID/comm) is php-fpm8.2: PHP's binary under that name,
+    # holding the session file open without a lock.
+    fpm = tmp_path / "bin" / "php-fpm8.2"
+    fpm.parent.mkdir()
+    shutil.copy(php_cli, fpm)
+    proc = subprocess.Popen([fpm, "-r", _OPEN_ONLY, str(held)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert Path(f"/proc/{proc.pid}/comm").read_text().strip() == "php-fpm8.2"
+        store = f"php:{folder.root}"
+        cli("cleanup", "--store", store, "--expired", "--yes", "--check-open", code=None)
+        assert held.exists() and not free.exists()
+        # Without --check-open, an open file without a lock is not in use for PHP: it goes.
+        cli("cleanup", "--store", store, "--expired", "--yes")
+        assert not held.exists()
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def test_restore_puts_back_php_files_byte_for_byte_with_owner_and_mode(php_cli, tmp_path, cli):
+    folder = php_session_dir(tmp_path / "s", depth=1, handler="php")
+    written = php_write_sessions(
+        folder,
+        [{"age": 5000, "php": '["user_id" => 9, "o" => new ArrayObject([1, 2]), "f" => 0.1]'}],
+    )
+    (sid,) = written.ids
+    path = folder.path_of(sid)
+    original = path.read_bytes()
+    path.chmod(0o640)
+    archive = tmp_path / "a.ndjson.gz"
+    store = f"php:1;{folder.root}"
+    cli("cleanup", "--store", store, "--expired", "--yes", "--archive", archive)
+    assert not path.exists()
+    cli("restore", archive, "--store", store)
+    assert path.read_bytes() == original
+    assert php_read_sessions(folder, [sid])[sid]["user_id"] == 9
+    # Restored into the folder layout, with the mode its files have (none left: 0600).
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_stats_counts_files_bytes_and_inodes(php_cli, tmp_path, cli):
+    folder = php_session_dir(tmp_path / "s", depth=2)
+    written = php_write_sessions(folder, [10, 20, 5000])
+    result = json.loads(cli("stats", "--store", f"php:{folder.root}", "--format", "json").stdout)
+    assert result["total"] == 3 and result["expired"] == 1
+    files = folder.files().values()
+    assert result["size_bytes"] == sum(p.stat().st_size for p in files)
+    figures = result["store_figures"]
+    assert figures["session_files"] == 3 and figures["levels"] == 2
+    assert figures["bytes_on_disk"] == sum(p.stat().st_blocks * 512 for p in files)
+    assert figures["deepest_subfolders"] == 32 * 32
+    assert 0 < figures["filesystem_inodes_free"] <= figures["filesystem_inodes_total"]
+    text = cli("stats", "--store", f"php:{folder.root}").stdout
+    assert "inodes" in text and written.ids
+
+
+def test_schedule_install_for_the_web_server_user_pins_the_php_ini(
+    php_cli, tmp_path, cli, monkeypatch
+):
+    folder = php_session_dir(tmp_path / "s", depth=2)
+    php_write_sessions(folder, [10])
+    ini = tmp_path / "etc" / "php.ini"
+    ini.parent.mkdir()
+    ini.write_text(f'session.save_path = "{folder.save_path}"\nsession.gc_maxlifetime = 900\n')
+    monkeypatch.chdir(ini.parent)
+    cron_d = tmp_path / "cron.d"
+    cron_d.mkdir()
+    monkeypatch.setenv("SESSIONCTL_CRON_D", str(cron_d))
+    cli(
+        "schedule",
+        "install",
+        "php-expired",
+        "--every",
+        "30m",
+        "--system",
+        "--user",
+        "www-data",
+        "--",
+        "cleanup",
+        "--expired",
+        "--store",
+        "php:",
+        "--php-ini",
+        "php.ini",
+    )
+    (line,) = [
+        text
+        for text in (cron_d / "sessionctl-php-expired").read_text().splitlines()
+        if text and not text.startswith("#") and "=" not in text.split()[0]
+    ]
+    assert " www-data " in line and f"--php-ini {ini}" in line and "--store php:" in line

@@ -192,7 +192,7 @@ def quote(word: str) -> str:
 # --- pinning what a cleanup refers to ----------------------------------------------------------
 
 _STORE_OPTIONS = ("--store", "-s")
-_PATH_OPTIONS = ("--archive",)
+_PATH_OPTIONS = ("--archive", "--php-ini")
 _COMMAND_OPTIONS = ("--hook",)
 
 

@@ -233,6 +233,15 @@ def cleanup_command(
             "Example: --lock store",
         ),
     ] = None,
+    check_open: Annotated[
+        bool,
+        typer.Option(
+            "--check-open",
+            help="PHP session files: also leave alone files a php-fpm or apache2 process has "
+            "open (read from /proc/PID/fd; as root, every process is seen). A file whose lock "
+            "a request holds is always left alone. Example: cleanup --expired --check-open",
+        ),
+    ] = False,
     output: ObjectFormatOpt = ObjectFormat.table,
     quiet: QuietOpt = False,
     store: StoreArgs = None,
@@ -272,6 +281,8 @@ def cleanup_command(
         if lock not in ("state", "store"):
             raise usage_error(f"--lock: invalid value {lock!r}", "use --lock state or --lock store")
         extra["lock"] = lock
+    if check_open:
+        extra["check_open"] = True
     store_overrides(store)
     parse_now(store.now)
     if wait:

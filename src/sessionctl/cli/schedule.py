@@ -103,6 +103,7 @@ def _store_args(params: dict[str, Any]) -> StoreArgs:
         skew=params["skew"],
         timezone=params["timezone"],
         busy_timeout=params["busy_timeout"],
+        php_ini=params.get("php_ini"),
         now=params["now"],
     )
 

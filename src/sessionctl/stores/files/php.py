@@ -38,7 +38,7 @@ PREFIX = "sess_"
 #: Processes whose open session files `check_open` leaves alone (their /proc/PID/comm).
 SERVER_PROCESSES = re.compile(r"^(php-fpm.*|php-cgi.*|apache2|httpd|lsphp.*|frankenphp)$")
 #: How many names a bare folder's detection looks at before giving up.
-_DETECT_LOOK = 2000
+_DETECT_LOOK = 50_000
 
 
 class PhpCodec(Codec):
@@ -108,30 +108,29 @@ def read_php_ini(path: str | os.PathLike) -> tuple[PhpSessionSettings, str]:
 
 
 def detect_depth(folder: Path) -> int | None:
-    """0 if `folder` holds sess_* files, N if its N-th level of one-character subfolders does
-    (looking at a bounded number of entries); None if it does not look like PHP's."""
+    """0 if `folder` holds sess_* files, N if its N-th level of one-character subfolders does;
+    None if it does not look like PHP's. Reads at most `_DETECT_LOOK` entries in all (a folder
+    of a million sessions is told by its first ones)."""
     level = [folder]
+    looked = 0
     for depth in range(4):
         subfolders = []
-        looked = 0
         for where in level:
             try:
                 with os.scandir(where) as entries:
                     for entry in entries:
                         looked += 1
                         if looked > _DETECT_LOOK:
-                            break
+                            return None
                         if entry.name.startswith(PREFIX) and entry.is_file(follow_symlinks=False):
                             return depth
                         if len(entry.name) == 1 and entry.is_dir(follow_symlinks=False):
                             subfolders.append(Path(entry.path))
             except OSError:
                 continue
-            if looked > _DETECT_LOOK:
-                break
         if not subfolders:
             return None
-        level = subfolders[:64]
+        level = subfolders
     return None
 
 
@@ -176,6 +175,7 @@ class PhpStore(FolderStore):
         handler = address.param("handler") or (self.ini.serialize_handler if self.ini else "php")
         self.codec = PhpCodec(handler)
         self.check_open = bool(getattr(settings, "check_open", False))
+        self._sizes: tuple[int, int, int] | None = None
         self._open_files: tuple[float, set[int]] | None = None
 
     def _address_from_ini(self, address: Address) -> Address:
@@ -246,6 +246,33 @@ class PhpStore(FolderStore):
             source = f"session.gc_maxlifetime in {self.ini_file}"
             return {"idle_timeout": (float(self.ini.gc_maxlifetime), source)}
         return {"idle_timeout": (1440.0, "PHP's default session.gc_maxlifetime")}
+
+    def size_bytes(self) -> int:
+        files = size = disk = 0
+        for _, entry in self._entries():
+            with contextlib.suppress(OSError):
+                info = entry.stat(follow_symlinks=False)
+                files += 1
+                size += info.st_size
+                disk += info.st_blocks * 512
+        self._sizes = (files, size, disk)
+        return size
+
+    def extra_stats(self) -> dict:
+        """Inodes and bytes: what fills a file system with sessions (a small session file
+        takes a whole block, and an inode)."""
+        if self._sizes is None:
+            self.size_bytes()
+        files, _, disk = self._sizes or (0, 0, 0)
+        out = {"session_files": files, "bytes_on_disk": disk}
+        if self.depth:
+            out["levels"] = self.depth
+            out["deepest_subfolders"] = sum(1 for _ in self._folders())
+        with contextlib.suppress(OSError):
+            fs = os.statvfs(self.path)
+            out["filesystem_inodes_free"] = fs.f_favail
+            out["filesystem_inodes_total"] = fs.f_files
+        return out
 
     def describe(self) -> dict:
         out = super().describe()
