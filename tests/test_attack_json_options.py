@@ -426,3 +426,19 @@ def test_a_time_inside_text_that_is_not_json_makes_the_session_invalid_not_activ
     }
     result = cli("cleanup", "-s", f"json:{path}", *mapping, "--expired", "-f", "json")
     assert [s["id"] for s in json.loads(result.stdout)["sessions"]] == ["old"]
+
+
+def test_a_json_file_in_a_folder_made_read_only_is_left_alone_even_by_root(cli, tmp_path):
+    # Root may write anywhere; a folder made read-only (chmod a-w) still says "leave it".
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    store = folder / "sessions.json"
+    store.write_text(json.dumps([{"session_id": "a", "expires_at": 1e9}]))
+    before = store.read_bytes()
+    folder.chmod(0o555)
+    try:
+        result = cli("cleanup", "--expired", "-s", store, code=3)
+        assert "nothing was changed" in result.stderr
+        assert store.read_bytes() == before
+    finally:
+        folder.chmod(0o755)

@@ -745,7 +745,9 @@ class JsonFileStore(Store):
                 f"{self.path} is read-only (mode {info.st_mode & 0o7777:04o}); nothing was changed",
                 "make it writable to clean it up",
             )
-        if not os.access(self.target.parent, os.W_OK | os.X_OK):
+        folder = self.target.parent
+        # A folder without write bits is read-only even for root, as for the folder store.
+        if not folder.stat().st_mode & 0o222 or not os.access(folder, os.W_OK | os.X_OK):
             raise store_error(
                 f"cannot write in {self.target.parent}: permission denied or read-only "
                 f"(the new {self.target.name} is written beside it); nothing was changed"
