@@ -41,6 +41,9 @@ from .base import Address, ArchiveFn, Candidate, RemoveOutcome, Store, StoreSett
 #: Keys asked for per SCAN call, and per pipeline of reads or deletes.
 SCAN_COUNT = 1000
 PIPELINE = 500
+#: Keys one script call reads or removes: Redis runs nothing else meanwhile, so this keeps each
+#: call near a millisecond (bench/redis_bench.py measures Redis's latency during a cleanup).
+SCRIPT_KEYS = 200
 #: Keys a detection looks at.
 DETECT_SAMPLE = 2000
 #: The cross-host lock's life; it is renewed at a third of it while the run goes on.
@@ -320,6 +323,73 @@ for j = 1, nm do redis.call('SREM', KEYS[1 + extra + j], ARGV[5 + j]) end
 return 1
 """.replace("SLACK", str(DEADLINE_SLACK_MS))
 
+#: Read a batch of keys in one call: the server's TIME, then per key its type, PTTL, MEMORY
+#: USAGE, OBJECT IDLETIME (ARGV[1] "1"; before the value, which GET would make fresh) and the
+#: value (GET or HGETALL when the type is ARGV[2]; nil otherwise).
+READ_BATCH = """
+local now = redis.call('TIME')
+local out = {now[1], now[2]}
+local idle = ARGV[1] == '1'
+local n = 2
+for _, k in ipairs(KEYS) do
+  local t = redis.call('TYPE', k)['ok']
+  local pttl = redis.call('PTTL', k)
+  local mem = redis.pcall('MEMORY', 'USAGE', k, 'SAMPLES', '0')
+  if type(mem) ~= 'number' then mem = false end
+  local it = false
+  if idle then
+    it = redis.pcall('OBJECT', 'IDLETIME', k)
+    if type(it) ~= 'number' then it = false end
+  end
+  local v = false
+  if t == ARGV[2] then
+    if t == 'string' then v = redis.call('GET', k) else v = redis.call('HGETALL', k) end
+  end
+  out[n + 1] = t
+  out[n + 2] = pttl
+  out[n + 3] = mem
+  out[n + 4] = it
+  out[n + 5] = v
+  n = n + 5
+end
+return out
+"""
+
+#: MEMORY USAGE ... SAMPLES 0 of a batch of keys in one call (0 for a key gone meanwhile).
+MEMORY_BATCH = """
+local out = {}
+for i, k in ipairs(KEYS) do
+  local m = redis.pcall('MEMORY', 'USAGE', k, 'SAMPLES', '0')
+  if type(m) ~= 'number' then m = 0 end
+  out[i] = m
+end
+return out
+"""
+
+#: Compare-and-delete for a batch of string keys: ARGV digest and deadline (ms, -1: none) per
+#: key; answers 1 (removed) or 0 (changed: left) per key.
+DELETE_STRINGS = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local out = {}
+for i, k in ipairs(KEYS) do
+  local ok = 0
+  if redis.call('TYPE', k)['ok'] == 'string'
+      and redis.sha1hex(redis.call('GET', k)) == ARGV[2 * i - 1] then
+    local pttl = redis.call('PTTL', k)
+    local deadline = ARGV[2 * i]
+    if deadline == '-1' then
+      if pttl == -1 then ok = 1 end
+    elseif pttl >= 0 and math.abs(ms + pttl - tonumber(deadline)) <= SLACK then
+      ok = 1
+    end
+  end
+  if ok == 1 then redis.call('UNLINK', k) end
+  out[i] = ok
+end
+return out
+""".replace("SLACK", str(DEADLINE_SLACK_MS))
+
 #: An index member whose session is gone: KEYS set, session key; ARGV member.
 DROP_MEMBER = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
@@ -378,6 +448,7 @@ class RedisStore(Store):
         self._idle_allowed: bool | None = None
         self._memory_total: int | None = None
         self._principals: dict[str, str] | None = None
+        self._ttl_figures: tuple[int, list[int]] | None = None
 
     # connection and errors
 
@@ -550,39 +621,29 @@ class RedisStore(Store):
         return self._idle_allowed
 
     def _read(self, batch: list[tuple[bytes, str]], with_principals: bool = True) -> list[Record]:
+        """The batch's keys as records, read by one script call (type, TTL, memory, idle time
+        before the value: GET would reset it); keys gone since the scan are left out."""
         layout = self.layout
         idle = self._idle_ok()
-        with self._errors("reading sessions"):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.time()
-            for key, _ in batch:
-                if idle:
-                    pipe.object("idletime", key)
-                pipe.type(key)
-                pipe.pttl(key)
-                pipe.memory_usage(key, samples=0)
-                if layout.type == "hash":
-                    pipe.hgetall(key)
-                else:
-                    pipe.get(key)
-            replies = pipe.execute(raise_on_error=False)
-        if isinstance(replies[0], Exception):
-            raise self._fault(replies[0], "reading sessions")
-        seconds, micros = replies[0]
-        now_ms = seconds * 1000 + micros // 1000
-        step = 5 if idle else 4
+        script = self._script(READ_BATCH)
         principals = self._principal_map() if layout.type == "hash" and with_principals else {}
         records = []
-        for n, (key, session_id) in enumerate(batch):
-            part = replies[1 + n * step : 1 + (n + 1) * step]
-            if not idle:
-                part = [None, *part]
-            idletime, kind, pttl, memory, value = part
-            for reply in (kind, pttl):
-                if isinstance(reply, Exception):
-                    raise self._fault(reply, "reading sessions")
+        for chunk in _chunks(batch, SCRIPT_KEYS):
+            with self._errors("reading sessions"):
+                replies = script(
+                    keys=[key for key, _ in chunk], args=["1" if idle else "0", layout.type]
+                )
+            self._records_of(chunk, replies, principals, records)
+        return records
+
+    def _records_of(self, chunk, replies, principals, records) -> None:
+        now_ms = int(replies[0]) * 1000 + int(replies[1]) // 1000
+        for n, (key, session_id) in enumerate(chunk):
+            kind, pttl, memory, idletime, value = replies[2 + 5 * n : 7 + 5 * n]
             if kind == b"none" or pttl == -2:
                 continue  # gone since the scan (expired by Redis)
+            if kind == b"hash" and isinstance(value, list):
+                value = dict(zip(value[::2], value[1::2]))
             records.append(
                 self._record(
                     key,
@@ -590,13 +651,18 @@ class RedisStore(Store):
                     kind.decode(),
                     pttl,
                     now_ms,
-                    None if isinstance(memory, Exception) else memory,
-                    None if isinstance(idletime, Exception) else idletime,
+                    memory,
+                    idletime,
                     value,
                     principals,
                 )
             )
-        return records
+
+    def _script(self, text: str):
+        scripts = self.__dict__.setdefault("_scripts", {})
+        if text not in scripts:
+            scripts[text] = self.client.register_script(text)
+        return scripts[text]
 
     def _record(self, key, session_id, kind, pttl, now_ms, memory, idletime, value, principals):
         layout = self.layout
@@ -706,19 +772,21 @@ class RedisStore(Store):
 
     def iter_records(self) -> Iterator[Record]:
         total = 0
-        batch: list[tuple[bytes, str]] = []
-        for item in self._session_keys():
-            batch.append(item)
-            if len(batch) >= PIPELINE:
-                for record in self._read(batch):
-                    total += record.size or 0
-                    yield record
-                batch = []
-        if batch:
+        no_ttl = 0
+        buckets = [0] * len(TTL_BUCKETS)
+        for batch in _chunks(self._session_keys(), PIPELINE):
+            now_ms = time.time() * 1000
             for record in self._read(batch):
                 total += record.size or 0
+                deadline = record.version[2]
+                if deadline == -1:
+                    no_ttl += 1
+                else:
+                    buckets[_ttl_bucket((deadline - now_ms) / 1000)] += 1
                 yield record
+        # A whole pass: what size_bytes and extra_stats need, without another one.
         self._memory_total = total
+        self._ttl_figures = (no_ttl, buckets)
 
     def sample(self, limit: int = 50) -> tuple[list[str], list[dict]]:
         records = []
@@ -804,17 +872,18 @@ class RedisStore(Store):
             if match:
                 batch.append((_key_bytes(candidate.key), match.group("id")))
         wanted = {c.key: c.fingerprint for c in sessions}
-        for record in self._read(batch) if batch else []:
-            if _same(record.version, wanted.get(record.key)):
-                found[record.key] = record
+        for chunk in _chunks(batch, PIPELINE):  # one script call blocks Redis this long
+            for record in self._read(chunk):
+                if _same(record.version, wanted.get(record.key)):
+                    found[record.key] = record
         return found
 
     def remove(self, candidates: list[Candidate], archive: ArchiveFn) -> RemoveOutcome:
         outcome = RemoveOutcome()
         sessions = [c for c in candidates if isinstance(c.key, str)]
         orphans = [c for c in candidates if not isinstance(c.key, str)]
-        if sessions:
-            self._remove_sessions(sessions, archive, outcome)
+        for chunk in _chunks(sessions, PIPELINE):
+            self._remove_sessions(chunk, archive, outcome)
         if orphans:
             self._remove_orphans(orphans, archive, outcome)
         return outcome
@@ -826,16 +895,25 @@ class RedisStore(Store):
             return
         records = list(current.values())
         archive(records)
-        script = self.client.register_script(COMPARE_AND_DELETE)
+        script = self._script(COMPARE_AND_DELETE)
         spring = self.layout is not None and self.layout.name == "spring-redis"
         namespace = self._spring_namespace() if spring else ""
         removable = [r for r in records if r.version[1] is not None]
         with self._errors("removing sessions"):
-            pipe = self.client.pipeline(transaction=False)
-            for record in removable:
-                keys, args = self._delete_args(record, spring, namespace)
-                script(keys=keys, args=args, client=pipe)
-            replies = iter(pipe.execute(raise_on_error=False) if removable else [])
+            if removable and not spring and all(r.version[0] == "string" for r in removable):
+                # A script call per SCRIPT_KEYS keys (they share no other key).
+                answers: list = []
+                for chunk in _chunks(removable, SCRIPT_KEYS):
+                    args = [part for r in chunk for part in (r.version[1], str(r.version[2]))]
+                    keys = [_key_bytes(r.key) for r in chunk]
+                    answers += self._script(DELETE_STRINGS)(keys=keys, args=args)
+                replies = iter(answers)
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                for record in removable:
+                    keys, args = self._delete_args(record, spring, namespace)
+                    script(keys=keys, args=args, client=pipe)
+                replies = iter(pipe.execute(raise_on_error=False) if removable else [])
         replies = [next(replies) if r.version[1] is not None else _UNREMOVABLE for r in records]
         for record, reply in zip(records, replies):
             if reply is _UNREMOVABLE:
@@ -1005,25 +1083,10 @@ class RedisStore(Store):
         index sets and their dead members, lock keys without expiry."""
         layout = self.layout
         out: dict[str, Any] = {"preset": layout.name if layout else None}
-        no_ttl = 0
-        buckets = [0] * len(TTL_BUCKETS)
-        if layout is not None:
-            for batch in _chunks(self._session_keys(), PIPELINE):
-                with self._errors("reading TTLs"):
-                    pipe = self.client.pipeline(transaction=False)
-                    for key, _ in batch:
-                        pipe.pttl(key)
-                    replies = pipe.execute(raise_on_error=False)
-                for pttl in replies:
-                    if not isinstance(pttl, int) or pttl == -2:
-                        continue
-                    if pttl == -1:
-                        no_ttl += 1
-                        continue
-                    for n, (_, bound) in enumerate(TTL_BUCKETS):
-                        if pttl / 1000 < bound:
-                            buckets[n] += 1
-                            break
+        if self._ttl_figures is None:
+            for _ in self.iter_records():
+                pass
+        no_ttl, buckets = self._ttl_figures
         out["sessions_without_ttl"] = no_ttl
         out["ttl_histogram"] = [
             {"bucket": label, "count": count} for (label, _), count in zip(TTL_BUCKETS, buckets)
@@ -1053,13 +1116,10 @@ class RedisStore(Store):
         counts: Counter = Counter()
         seen: set[bytes] = set()
         fresh = (k for k in self._scan(self._glob(self.prefix) + b"*") if k not in seen)
-        for chunk in _chunks(fresh, PIPELINE):
+        for chunk in _chunks(fresh, SCRIPT_KEYS):
             seen.update(chunk)
             with self._errors("measuring memory"):
-                pipe = self.client.pipeline(transaction=False)
-                for key in chunk:
-                    pipe.memory_usage(key, samples=0)
-                replies = pipe.execute(raise_on_error=False)
+                replies = self._script(MEMORY_BATCH)(keys=chunk)
             for key, size in zip(chunk, replies):
                 text = _key_text(key)[len(self.prefix) :]
                 group = self.prefix + (text.rpartition(":")[0] + ":" if ":" in text else "")
@@ -1173,6 +1233,13 @@ class RedisStore(Store):
                     client.register_script(LOCK_RELEASE)(keys=[lock_key], args=[token])
 
         return held()
+
+
+def _ttl_bucket(seconds: float) -> int:
+    for n, (_, bound) in enumerate(TTL_BUCKETS):
+        if seconds < bound:
+            return n
+    return len(TTL_BUCKETS) - 1
 
 
 def _chunks(items, size: int) -> Iterator[list]:
