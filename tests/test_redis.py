@@ -33,6 +33,8 @@ from redisfix import (
     connect_redis_store,
     django_cache_load,
     django_cache_store,
+    flask_session_redis_load,
+    flask_session_redis_store,
     phpredis_crashed_lock,
     phpredis_load,
     phpredis_store,
@@ -551,3 +553,63 @@ def test_a_server_gone_mid_cleanup_stops_with_the_report_and_all_removed_is_arch
     assert "stopped after removing" in one_line(err) and "Traceback" not in err
     removed = {e["key"] for e in archived(state_dir)}
     assert len(removed) >= report["deleted"]
+
+
+# --- addresses, other frameworks, a socket ---------------------------------------------------
+
+
+def test_addresses_show_no_password_and_refuse_what_they_do_not_take():
+    address = parse_address("redis://app:s3cret@Cache.example:6380/2?prefix=web:")
+    assert address.kind == "redis" and address.secret == "s3cret"
+    assert address.display == "redis://app@cache.example:6380/2?prefix=web:"
+    assert address.identity == "redis://cache.example:6380/2?prefix=web:"
+    assert "s3cret" not in repr(address) and "s3cret" not in address.pinned
+    assert parse_address("rediss://cache:6379").display == "rediss://cache:6379/0"
+    sock = parse_address("unix:///run/redis/redis.sock?db=3&prefix=sess:")
+    assert sock.display == "unix:///run/redis/redis.sock?db=3&prefix=sess:"
+    assert sock.param("path") == "/run/redis/redis.sock" and sock.param("db") == "3"
+    for bad, words in (
+        ("redis://cache/x", "not a number"),
+        ("redis://cache/0?table=x", "unknown parameter 'table'"),
+        ("redis://cache/0?preset=nosuch", "unknown Redis preset"),
+        ("redis:///0", "give redis://HOST"),
+    ):
+        with pytest.raises(SessionctlError) as caught:
+            parse_address(bad)
+        assert caught.value.code == ExitCode.USAGE and words in caught.value.message
+
+
+def test_no_ttl_and_orphans_are_refused_where_a_store_has_neither(cli, tmp_path):
+    store = tmp_path / "s.json"
+    store.write_text('[{"id": "a", "expires": "2000-01-01T00:00:00Z"}]')
+    for flag in ("--no-ttl", "--orphans"):
+        line = one_line(cli("cleanup", "--store", store, flag, "--dry-run", code=2).stderr)
+        assert flag in line
+
+
+def test_flask_session_values_are_opaque_redacted_and_come_back(cli, redis_space):
+    written = flask_session_redis_store(
+        redis_space, [3600, {"expires_in": 120, "data": {"token": "flask-secret-9"}}]
+    )
+    unrelated = put_unrelated_keys(redis_space)
+    address = redis_space.address()
+    listed = run_json(cli, "list", "--store", address)
+    assert sorted(s["id"] for s in listed) == sorted(written.ids)
+    assert all(s["status"] == "active" and s["expires_in_s"] > 0 for s in listed)
+    shown = cli("inspect", written.ids[1], "--store", address).stdout
+    assert "flask-secret-9" not in shown and "redacted" in shown
+    done = run_json(cli, "cleanup", "--store", address, "--all", "--yes")
+    assert done["deleted"] == 2 and redis_space.keys() == unrelated
+    run_json(cli, "restore", done["archive"], "--store", address)
+    loaded = flask_session_redis_load(redis_space, written.ids)
+    assert loaded[written.ids[1]]["token"] == "flask-secret-9"
+
+
+def test_a_unix_socket_address(cli, tmp_path, state_dir):
+    sock = tmp_path / "redis.sock"
+    with own_server(tmp_path, "--unixsocket", str(sock), "--unixsocketperm", "700") as (_, _, c):
+        _sessions_without_ttl(c, 3)
+        address = f"unix://{sock}?db=0"
+        assert len(run_json(cli, "list", "--store", address)) == 3
+        done = run_json(cli, "cleanup", "--store", address, "--no-ttl", "--yes")
+        assert done["deleted"] == 3 and c.dbsize() == 0
