@@ -155,19 +155,14 @@ def test_malformed_payloads_are_invalid_with_their_offsets_and_objects_stay_data
     text = json.dumps(rows[broken])
     assert "at byte 23" in text
     shown = json.loads(
-        cli(
-            "inspect",
-            "--store",
-            f"php:{folder.root}",
-            good,
-            "--format",
-            "json",
-            "--show-secrets",
-            code=None,
-        ).stdout
-        or "{}"
-    )
-    assert "ArrayObject" in json.dumps(shown) or shown == {}
+        cli("inspect", "--store", f"php:{folder.root}", good, "-f", "json", "--show-secrets").stdout
+    )["record"]
+    # Objects are their class name and fields: PHP's own __PHP_Incomplete_Class_Name form.
+    assert shown["user_id"] == 3
+    assert shown["o"]["__PHP_Incomplete_Class_Name"] == "ArrayObject"
+    assert shown["s"]["__PHP_Incomplete_Class_Name"] == "SplStack"
+    exception = shown["e"]
+    assert exception["__PHP_Incomplete_Class_Name"] == "Exception" and exception["message"] == "x"
     cli("cleanup", "--store", f"php:{folder.root}", "--invalid", "--yes")
     assert set(folder.files()) == {good}
 

@@ -153,7 +153,13 @@ class FolderStore(Store):
         return os.path.join(*stem[: self.depth], name)
 
     def file_of(self, key: str) -> str:
-        return os.path.join(self._folder, self.relpath(key) or self.name_of_key(key))
+        """The path of the file of `key` (a key of this store's own records: checked only
+        that it stays inside the folder; this runs once or twice per removed file)."""
+        name = key if self.key_is_name else self.prefix + key + self.suffix
+        levels = name[len(self.prefix) : len(self.prefix) + self.depth]
+        if "/" in name or "\x00" in name or name[:1] == "." or "." in levels:
+            raise store_error(f"{name!r} cannot be a session file of {self.path}")
+        return os.sep.join((self._folder, *levels, name))
 
     # -- reading ---------------------------------------------------------------------------
 
