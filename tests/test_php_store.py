@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -303,3 +304,31 @@ def test_schedule_install_for_the_web_server_user_pins_the_php_ini(
         if text and not text.startswith("#") and "=" not in text.split()[0]
     ]
     assert " www-data " in line and f"--php-ini {ini}" in line and "--store php:" in line
+
+
+def test_symlinks_are_never_followed_or_removed_and_leftovers_are_put_back(php_cli, tmp_path, cli):
+    folder = php_session_dir(tmp_path / "s", depth=1)
+    written = php_write_sessions(folder, [5000, 5000])
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"user_id|i:1;")
+    os.utime(victim, (time.time() - 9000,) * 2)
+    sid = written.ids[0]
+    link = folder.root / sid[0] / f"sess_{sid[0]}link"
+    link.symlink_to(victim)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "sess_zzz").write_bytes(b"user_id|i:2;")
+    os.utime(elsewhere / "sess_zzz", (time.time() - 9000,) * 2)
+    (folder.root / "w").symlink_to(elsewhere)  # a one-character "subfolder" elsewhere
+    # A killed run left one file renamed aside: the next run puts it back first.
+    other = folder.path_of(written.ids[1])
+    trash = other.with_name(".sessionctl-removing." + other.name)
+    other.rename(trash)
+    os.utime(trash, (time.time() - 60,) * 2)
+    rows = _listed(cli, f"php:1;{folder.root}")
+    assert set(rows) == {sid}
+    cli("cleanup", "--store", f"php:1;{folder.root}", "--expired", "--yes")
+    assert link.is_symlink() and victim.read_bytes() == b"user_id|i:1;"
+    assert (elsewhere / "sess_zzz").exists()
+    assert other.exists() and not trash.exists()  # put back, and recent: kept
+    assert not folder.path_of(sid).exists()
