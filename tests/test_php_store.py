@@ -332,3 +332,56 @@ def test_symlinks_are_never_followed_or_removed_and_leftovers_are_put_back(php_c
     assert (elsewhere / "sess_zzz").exists()
     assert other.exists() and not trash.exists()  # put back, and recent: kept
     assert not folder.path_of(sid).exists()
+
+
+def test_cleanup_run_as_the_web_server_user_removes_its_sessions(php_cli, tmp_path, cli):
+    """Sessions belong to www-data (0600, in its folder): a cleanup run as www-data removes
+    them (the documented set-up: schedule install --system --user www-data)."""
+    import pwd
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become www-data")
+    web = pwd.getpwnam("www-data")
+    base = Path(tempfile.mkdtemp(prefix="sessionctl-www-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        folder = php_session_dir(base / "sessions", depth=1)
+        written = php_write_sessions(folder, [10, 5000, 6000])
+        state = base / "state"
+        state.mkdir()
+        for path in [folder.root, state, *folder.root.rglob("*")]:
+            os.chown(path, web.pw_uid, web.pw_gid, follow_symlinks=False)
+        folder.root.chmod(0o700)  # as Debian's /var/lib/php/sessions is 1733 root: ours stricter
+        store = f"php:1;{folder.root}"
+        # Everything the run needs is imported now, before the child gives up root.
+        cli(
+            "cleanup",
+            "--store",
+            store,
+            "--expired",
+            "--dry-run",
+            env={"SESSIONCTL_STATE_DIR": str(state)},
+        )
+        pid = os.fork()
+        if pid == 0:  # the child: www-data from here on
+            code = 99
+            try:
+                os.setgroups([])
+                os.setgid(web.pw_gid)
+                os.setuid(web.pw_uid)
+                result = cli.runner.invoke(
+                    __import__("sessionctl.cli.app", fromlist=["app"]).app,
+                    ["cleanup", "--store", store, "--expired", "--yes"],
+                    env={"SESSIONCTL_STATE_DIR": str(state)},
+                )
+                code = result.exit_code
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert set(folder.files()) == {written.ids[0]}
+        assert any(state.rglob("*.ndjson.gz"))  # archived, by www-data, in its state folder
+    finally:
+        shutil.rmtree(base)
