@@ -419,3 +419,95 @@ def test_a_row_the_application_holds_locked_is_retried_then_reported(cli, pg_db,
     assert {r[0] for r in pg_db.query("SELECT session_key FROM django_session")} == set(
         written.active
     )
+
+
+# --- passwords, against a server of the test's own that asks for one -----------------------------
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+RIGHT = "Right-pw-0c41"
+
+
+@pytest.fixture(scope="module")
+def password_server():
+    """A PostgreSQL cluster of this module's own with scram-sha-256 authentication (the shared
+    server trusts every local connection, so it cannot tell a wrong password)."""
+    import shutil
+    import socket
+
+    from pg import unavailable
+
+    if not (PG_BIN / "initdb").exists():
+        unavailable(f"{PG_BIN}/initdb is missing (Debian package postgresql-15)")
+    import tempfile
+
+    # Not under pytest's own folder, which only root may enter.
+    folder = Path(tempfile.mkdtemp(prefix="sessionctl-pgpw-"))
+    pwfile = folder / "pwfile"
+    pwfile.write_text(RIGHT + "\n")
+    prefix = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        if not shutil.which("runuser"):
+            unavailable("runuser is missing: cannot run initdb as postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(folder, "postgres")
+        shutil.chown(pwfile, "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = folder / "data"
+    subprocess.run(
+        [*prefix, PG_BIN / "initdb", "-D", data, "-U", "postgres", "--auth=scram-sha-256",
+         f"--pwfile={pwfile}"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
+    # The server keeps the output it is started with: a log file, never a pipe to wait on.
+    subprocess.run(
+        [*prefix, PG_BIN / "pg_ctl", "-D", data, "-o", options, "-l", folder / "log", "-w",
+         "-t", "30", "start"],
+        check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, timeout=60,
+    )  # fmt: skip
+    try:
+        yield port
+    finally:
+        subprocess.run(
+            [*prefix, PG_BIN / "pg_ctl", "-D", data, "-m", "immediate", "stop"],
+            capture_output=True, timeout=60,
+        )  # fmt: skip
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_wrong_or_missing_password_is_one_line(cli, password_server):
+    port = password_server
+    wrong = cli(
+        "stats", "--store", f"postgresql://postgres:{CANARY}@127.0.0.1:{port}/postgres", code=3
+    )
+    line = wrong.stderr.splitlines()[-1]
+    assert f"127.0.0.1:{port}" in line and "database postgres" in line, wrong.stderr
+    assert "password authentication failed" in line and CANARY not in wrong.stderr
+    missing = cli("stats", "--store", f"postgresql://postgres@127.0.0.1:{port}/postgres", code=3)
+    assert "wants a password" in one_line(missing.stderr)
+
+
+def test_password_from_file_pgpass_and_address_all_reach_the_server(cli, tmp_path, password_server):
+    """The server answers (exit 3 for a database with no session table, not for the password)."""
+    port = password_server
+    address = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    secret = tmp_path / "pw"
+    secret.write_text(RIGHT + "\n")
+    secret.chmod(0o600)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[stores.web]\naddress = "{address}"\npassword_file = "{secret}"\n')
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(f"127.0.0.1:{port}:*:postgres:{RIGHT}\n")
+    pgpass.chmod(0o600)
+    for args, env in (
+        (["--config", config, "stats", "--store", "web"], None),
+        (["stats", "--store", address], {"PGPASSFILE": str(pgpass)}),
+        (["stats", "--store", address.replace("postgres@", f"postgres:{RIGHT}@")], None),
+    ):
+        result = cli(*args, code=3, env=env)
+        line = result.stderr.splitlines()[-1]
+        assert "no table" in line and "looks like a session table" in line, result.stderr
+        assert RIGHT not in result.stderr
