@@ -9,6 +9,7 @@ every time role a different column type.
 
 import json
 import random
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -159,3 +160,41 @@ def test_frameworks_tables_are_judged_in_sql(cli, pg_db):
     for table in ("django_session", "spring_session"):
         explained = cli("stats", "--store", pg_db.address(table=table), "--explain").stderr
         assert "judged in SQL" in explained, explained
+
+
+def test_a_row_updated_between_the_batch_read_and_its_lock_is_judged_again(pg_db):
+    """SQL chooses the rows, then locks them: the application's update in between (played
+    here by the lock itself) makes the row active again, and it stays."""
+    from pg import django_pg_store
+    from sessionctl.domain.mapping import Mapping
+    from sessionctl.domain.policy import Policy
+    from sessionctl.domain.timeparse import UTC
+    from sessionctl.stores import open_store, parse_address
+
+    written = django_pg_store(pg_db, [-3600, -1800, 3600])
+    saved = sorted(written.expired)[0]
+    store = open_store(parse_address(pg_db.address()))
+    try:
+        mapping = Mapping(fields={"id": "session_key", "expires": "expire_date"})
+        plan = store.pushdown(mapping, Policy(), UTC, time.time())
+        assert plan is not None, store.no_pushdown_reason
+        lock = store.lock_rows
+
+        def application_first(conn, keys):
+            assert saved in keys
+            pg_db.execute(
+                "UPDATE django_session SET expire_date = now() + interval '1 day'"
+                " WHERE session_key = %s",
+                (saved,),
+            )
+            lock(conn, keys)
+
+        store.lock_rows = application_first
+        removed = [
+            key for batch, _ in plan.delete_decided(["expired"], False, 10) for key, *_ in batch
+        ]
+    finally:
+        store.close()
+    assert removed == [k for k in sorted(written.expired) if k != saved]
+    left = {r[0] for r in pg_db.query("SELECT session_key FROM django_session")}
+    assert left == {saved, *written.active}

@@ -539,6 +539,8 @@ class Pushdown:
                     try:
                         found = store.fetch_rows(conn, sql, params)
                         picked = [row for row in found if row[2]]
+                        if picked and store.lock_then_recheck:
+                            picked = self._lock_and_recheck(conn, picked, flags, wanted)
                         keys = [row[0] for row in picked]
                         reasons = {
                             row[0]: prefix + [code for code, on in zip(flagged, row[3:]) if on]
@@ -570,6 +572,23 @@ class Pushdown:
             if len(found) < batch:
                 return
             last = found[-1][0]
+
+    def _lock_and_recheck(self, conn, picked: list, flags: str, wanted: str) -> list:
+        """For a database whose batch read does not lock (PostgreSQL at READ COMMITTED): lock
+        the chosen rows, then judge them again as they are now. A row the application changed
+        since the batch read it is judged anew; one no longer to remove stays."""
+        c = self.compiled
+        keys = [row[0] for row in picked]
+        self.store.lock_rows(conn, keys)
+        marks = ", ".join(f":k{i}" for i in range(len(keys)))
+        inner = self._inner(f" WHERE {self.rowid} IN ({marks})", exact=True)
+        sql = (
+            f"SELECT _k, {c.id_column or 'NULL'}, {c.decided}{flags} FROM ({inner}) AS t"
+            f" WHERE {c.decided} AND ({wanted})"
+        )
+        params = {**c.params, **{f"k{i}": key for i, key in enumerate(keys)}}
+        params = {k: v for k, v in params.items() if f":{k}" in sql}
+        return self.store.fetch_rows(conn, sql, params)
 
     def _fill_duplicates(self, conn, sound: str) -> None:
         """The duplicate-id rowids as a temp table of `conn` (temp tables are per connection),

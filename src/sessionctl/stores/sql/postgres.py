@@ -387,7 +387,7 @@ class PostgresStore(TableStore):
             raise
         except psycopg.errors.LockNotAvailable:
             raise
-        except psycopg.errors.DeadlockDetected:
+        except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
             raise
         except psycopg.errors.InsufficientPrivilege as exc:
             reason = self._scrub(exc.diag.message_primary or exc)
@@ -459,10 +459,19 @@ class PostgresStore(TableStore):
                 )
         self._write_checked = True
 
+    #: A batch locks the rows it chose (FOR UPDATE, in key order) and judges them again as
+    #: they are then: a row the application updated after the batch read it is judged anew.
+    lock_then_recheck = True
+
+    def lock_rows(self, conn, keys: list) -> None:
+        conn.execute(
+            f"SELECT 1 FROM {self.qualified} WHERE {self.key_sql} = ANY(%s)"
+            f" ORDER BY {self.key_sql} FOR UPDATE",
+            (keys,),
+        ).fetchall()
+
     def begin_write(self, conn) -> None:
-        # REPEATABLE READ: a row the application updates after this batch read it cannot be
-        # locked or deleted by it (a serialization failure, and the batch is tried again).
-        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        conn.execute("BEGIN")
 
     def begin_read(self, conn) -> None:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

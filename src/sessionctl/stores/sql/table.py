@@ -160,6 +160,13 @@ class TableStore(Store):
         """The table as SQL names it."""
         return quote_identifier(self.table)
 
+    #: Whether a write batch must lock its rows and judge them again (a database whose write
+    #: transaction does not keep the application out, unlike SQLite's BEGIN IMMEDIATE).
+    lock_then_recheck = False
+
+    def lock_rows(self, conn, keys: list) -> None:
+        """Lock these rows until the transaction ends (where the database locks rows)."""
+
     def retrying(self, batch):
         """Run one batch (a function doing one transaction); a dialect whose database reports
         lock timeouts, deadlocks or concurrent updates retries it with backoff."""
