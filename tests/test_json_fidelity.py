@@ -356,3 +356,72 @@ def test_an_infinite_sqlite_value_is_archived_as_json_and_restored_as_a_float(cl
     )
     assert restored.fetchall() == [(float("inf"), "real")]
     conn.close()
+
+
+def _nested(sid: str, when: str, spacing: int) -> str:
+    """An express-session shaped session (its expiry at sess.cookie.expires), indented."""
+    value = {
+        "sid": sid,
+        "sess": {"cookie": {"expires": when, "path": "/"}, "passport": {"user": sid[-3:]}},
+    }
+    return json.dumps(value, indent=spacing).replace("\n", "\n  ")
+
+
+@pytest.mark.parametrize("shape", ["flat", "nested"])
+def test_thousands_of_survivors_keep_their_bytes_whatever_the_separators(cli, tmp_path, shape):
+    """Survivors of a cleanup are the original text with the removed elements (and the
+    separator before each) cut out: compact, spaced, tabbed and CRLF separators alike, key
+    names shared between sessions, every other session expired."""
+    separators = [",", " , ", ",\r\n  ", "\t,\t", ",\n  ", "  ,"]
+    elements = []
+    for i in range(3000):
+        when = PAST if i % 2 else SOON
+        if shape == "flat":
+            text = f'{{"session_id":"s{i:05d}","expires_at":"{when}","n":{i}.0{"0" * (i % 3)}}}'
+        else:
+            text = _nested(f"sid{i:05d}", when, 1 + i % 3)
+        elements.append(text)
+    seps = [separators[i % len(separators)] for i in range(len(elements) - 1)]
+    head, tail = "[ \r\n  ", "\n]\n"
+    text = head + elements[0] + "".join(s + e for s, e in zip(seps, elements[1:])) + tail
+    path = tmp_path / "sessions.json"
+    path.write_bytes(text.encode())
+    args = ["--expired", "--no-archive"]
+    if shape == "nested":
+        args += ["--field", "id=sid", "--field", "expires=sess.cookie.expires"]
+    result = _cleanup(cli, f"json:{path}", *args)
+    assert result["deleted"] == 1500 and result["total"] == 3000
+    kept = [i for i in range(len(elements)) if i % 2 == 0]
+    expected = head + elements[kept[0]]
+    expected += "".join(seps[i - 1] + elements[i] for i in kept[1:]) + tail
+    assert path.read_bytes() == expected.encode()
+    assert path.with_name("sessions.json.bak").read_bytes() == text.encode()
+
+
+def test_a_store_read_again_before_its_rewrite_is_compared_not_copied(tmp_path):
+    """The rewrite reads the file again: the same bytes give back the copy already held (one
+    copy in memory, not two); any difference, longer or shorter, gives the file's own bytes."""
+    import os
+
+    from sessionctl.stores.jsonfile import _CHUNK, _holds, _read_all
+
+    known = (b"[" + b'{"a":1},' * (_CHUNK // 4) + b"{}]")[: 2 * _CHUNK + 17]
+    path = tmp_path / "s.json"
+    for content, same in [
+        (known, True),
+        (known[:-1] + b"x", False),
+        (known[:_CHUNK] + b"y" + known[_CHUNK + 1 :], False),
+        (known + b"\n", False),
+        (known[:-5], False),
+        (b"", False),
+    ]:
+        path.write_bytes(content)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            read = _read_all(fd, known)
+            assert read == content
+            assert (read is known) == same
+            assert _holds(fd, known) == same
+            assert _holds(fd, content)
+        finally:
+            os.close(fd)

@@ -215,6 +215,17 @@ class Mapper:
         self._paths = {
             role: split_path(path) for role, path in mapping.fields.items() if path is not None
         }
+        # Per role: the one plain field it reads (None when the path is dotted or the key),
+        # its path, and whether it is a time: decided once, not per record.
+        self._plan = [
+            (
+                role,
+                path[0] if len(path) == 1 and path[0] != KEY_PATH else None,
+                path,
+                role in _TIME_ROLE_SET,
+            )
+            for role, path in self._paths.items()
+        ]
 
     def id_of(self, record: Record) -> str | None:
         """Just the session id, as `session()` would read it (for hot paths that need no more)."""
@@ -243,12 +254,12 @@ class Mapper:
             return session
         cache: dict = {}
         tz = self.tz
-        for role, path in self._paths.items():
-            if len(path) == 1 and path[0] != KEY_PATH:
-                value = data.get(path[0])  # the common case: a plain field or column
+        for role, field_name, path, is_time in self._plan:
+            if field_name is not None:
+                value = data.get(field_name)  # the common case: a plain field or column
             else:
                 value = resolve(data, path, record.key, cache)
-            if value is _MISSING and role in _TIME_ROLE_SET and cache:
+            if value is _MISSING and is_time and cache:
                 # A time inside text that should hold JSON (`sess.cookie.expires`) and does
                 # not (cut short, say): unreadable, so invalid; never "no expiry", active.
                 broken = next(
@@ -264,9 +275,9 @@ class Mapper:
                         )
                     )
                 continue
-            if value is _MISSING or value is None:
+            if value is None or value is _MISSING:
                 continue
-            if role in _TIME_ROLE_SET:
+            if is_time:
                 kind = type(value)
                 # Plain epoch seconds, the commonest stored form, without a function call.
                 if (kind is float or kind is int) and 0 <= value < _FAST_EPOCH_LIMIT:

@@ -271,6 +271,7 @@ class Document:
 
 _BOM = b"\xef\xbb\xbf"
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+_SEPARATOR = re.compile(r"[ \t\n\r]*,[ \t\n\r]*")
 #: A \u escape of a UTF-16 surrogate: only where one occurs can a lone one hide.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _DECODER = json.JSONDecoder()
@@ -362,17 +363,29 @@ def _walk(text: str, at: int, wrappers: bool = False) -> Any:
         container: Any = []
         append = container.append
         if text[j] != "]":
+            separator = _SEPARATOR.match
+            start = starts.append
+            end = ends.append
+            # Each element is scanned on its own, so json's memo of keys does not reach across
+            # elements: one shared copy of each key name (a third of the memory of small
+            # sessions) instead of one per session.
+            names: dict = {}
+            name = names.setdefault
             while True:
-                starts.append(j)
+                start(j)
                 value, j = scan(text, j)
+                if type(value) is dict:
+                    value = {name(k, k): v for k, v in value.items()}
                 append(value)
-                ends.append(j)
-                j = skip(text, j).end()
-                if text[j] == "]":
+                end(j)
+                # One regex call per element: the comma and the whitespace around it.
+                after = separator(text, j)
+                if after is None:
+                    j = skip(text, j).end()
+                    if text[j] != "]":
+                        raise _Bad
                     break
-                if text[j] != ",":
-                    raise _Bad
-                j = skip(text, j + 1).end()
+                j = after.end()
     else:
         container = {}
         if text[j] != "}":
@@ -717,17 +730,16 @@ class JsonFileStore(Store):
         try:
             try:
                 info = os.fstat(fd)
-                chunks = []
-                while chunk := os.read(fd, 1 << 20):
-                    chunks.append(chunk)
+                known = self._document.raw if self._document is not None else None
+                raw = _read_all(fd, known)
             except OSError as exc:
                 raise store_error(f"cannot read {self.path}: {os_error_text(exc)}") from None
-            document = self._document_of(b"".join(chunks))
+            document = self._document_of(raw)
             self._stat = info
 
             def unchanged() -> bool:
                 try:
-                    same_bytes = os.pread(fd, len(document.raw) + 1, 0) == document.raw
+                    same_bytes = _holds(fd, document.raw)
                     return same_bytes and _identity(os.stat(self.path)) == _identity(info)
                 except OSError:
                     return False
@@ -856,6 +868,41 @@ def _archived_value(entry: dict) -> Any:
         with contextlib.suppress(ValueError, RecursionError):
             return json.loads(entry["raw_json"].lstrip("\ufeff"))
     return entry.get("record")
+
+
+_CHUNK = 1 << 20
+
+
+def _read_all(fd: int, known: bytes | None) -> bytes:
+    """The bytes of the file open at `fd`; `known` itself when they are the same, so that a
+    store read again before its rewrite is not held twice in memory."""
+    view = memoryview(known) if known is not None else None
+    chunks: list = []
+    offset = 0
+    while chunk := os.read(fd, _CHUNK):
+        if view is not None:
+            if view[offset : offset + len(chunk)] == chunk:
+                offset += len(chunk)
+                continue
+            chunks.append(known[:offset])
+            view = None
+        chunks.append(chunk)
+        offset += len(chunk)
+    if view is not None:
+        return known if offset == len(known) else known[:offset]
+    return b"".join(chunks)
+
+
+def _holds(fd: int, expected: bytes) -> bool:
+    """Whether the file open at `fd` holds exactly `expected`, compared a chunk at a time."""
+    view = memoryview(expected)
+    offset = 0
+    while offset < len(expected):
+        chunk = os.pread(fd, min(_CHUNK, len(expected) - offset), offset)
+        if not chunk or view[offset : offset + len(chunk)] != chunk:
+            return False
+        offset += len(chunk)
+    return os.pread(fd, 1, offset) == b""
 
 
 def _identity(info: os.stat_result) -> tuple:
