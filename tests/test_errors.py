@@ -107,7 +107,7 @@ def test_reads_do_not_block_the_application_in_wal_mode(cli, tmp_path):
 
 
 def test_unsupported_scheme_is_a_usage_error(cli):
-    line = one_line_error(cli("list", "-s", "postgresql://db/app", code=USAGE))
+    line = one_line_error(cli("list", "-s", "mongodb://db/app", code=USAGE))
     assert "not supported yet" in line
 
 
