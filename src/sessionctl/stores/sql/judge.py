@@ -580,13 +580,12 @@ class Pushdown:
         c = self.compiled
         keys = [row[0] for row in picked]
         self.store.lock_rows(conn, keys)
-        marks = ", ".join(f":k{i}" for i in range(len(keys)))
-        inner = self._inner(f" WHERE {self.rowid} IN ({marks})", exact=True)
+        inner = self._inner(f" WHERE {self.store.key_among('keys')}", exact=True)
         sql = (
             f"SELECT _k, {c.id_column or 'NULL'}, {c.decided}{flags} FROM ({inner}) AS t"
             f" WHERE {c.decided} AND ({wanted})"
         )
-        params = {**c.params, **{f"k{i}": key for i, key in enumerate(keys)}}
+        params = {**c.params, "keys": keys}
         params = {k: v for k, v in params.items() if f":{k}" in sql}
         return self.store.fetch_rows(conn, sql, params)
 

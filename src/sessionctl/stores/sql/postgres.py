@@ -463,6 +463,10 @@ class PostgresStore(TableStore):
     #: they are then: a row the application updated after the batch read it is judged anew.
     lock_then_recheck = True
 
+    def key_among(self, name: str) -> str:
+        """SQL: the row's key is in the list parameter `name` (one array, one plan)."""
+        return f"{self.key_sql} = ANY(:{name})"
+
     def lock_rows(self, conn, keys: list) -> None:
         conn.execute(
             f"SELECT 1 FROM {self.qualified} WHERE {self.key_sql} = ANY(%s)"
