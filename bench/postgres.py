@@ -151,15 +151,18 @@ def main() -> int:
     def psql_delete(dsn):
         return ["psql", "-q", dsn, "-c", "DELETE FROM django_session WHERE expire_date < now()"]
 
-    rows = []
+    lines: list[str] = []
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+        lines.append(text)
+
     for label, argv_for in (("sessionctl cleanup", ours_cleanup), ("psql DELETE", psql_delete)):
         for _ in range(args.runs):
             seconds, peak, status, worst, median = with_application(big, argv_for, env)
-            rows.append((label, seconds, peak, status, worst, median))
-            print(
+            say(
                 f"{label:20s} {args.rows:>9,} {seconds:7.2f}s peak {peak:6.1f} MB exit {status}"
-                f"  app worst wait {worst * 1000:7.1f} ms (median {median * 1000:.2f} ms)",
-                flush=True,
+                f"  app worst wait {worst * 1000:7.1f} ms (median {median * 1000:.2f} ms)"
             )
     dsn = fresh_copy(big)
     query = (
@@ -172,12 +175,17 @@ def main() -> int:
             ("psql aggregate", ["psql", "-q", dsn, "-c", query]),
         ):
             seconds, peak, status = timed(argv, env)
-            print(f"{label:20s} {args.rows:>9,} {seconds:7.2f}s peak {peak:6.1f} MB exit {status}")
+            say(f"{label:20s} {args.rows:>9,} {seconds:7.2f}s peak {peak:6.1f} MB exit {status}")
     seconds, peak, status = timed(ours_cleanup(fresh_copy(small)), env)
-    print(
+    say(
         f"{'sessionctl cleanup':20s} {10_000:>9,} {seconds:7.2f}s peak {peak:6.1f} MB exit {status}"
     )
     admin(f'DROP DATABASE IF EXISTS "{WORK}" WITH (FORCE)')
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    (ROOT / "bench" / "RESULTS-postgres.md").write_text(
+        f"# PostgreSQL figures\n\nWritten by bench/postgres.py on {stamp} ({args.runs} run(s) "
+        "each, the server on the same machine).\n\n```\n" + "\n".join(lines) + "\n```\n"
+    )
     return 0
 
 
