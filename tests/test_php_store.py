@@ -385,3 +385,28 @@ def test_cleanup_run_as_the_web_server_user_removes_its_sessions(php_cli, tmp_pa
         assert any(state.rglob("*.ndjson.gz"))  # archived, by www-data, in its state folder
     finally:
         shutil.rmtree(base)
+
+
+def test_php_ini_in_the_config_and_its_conf_d(php_cli, tmp_path, cli):
+    folder = php_session_dir(tmp_path / "s", handler="php_binary")
+    written = php_write_sessions(folder, [100, 700, 5000])
+    etc = tmp_path / "etc" / "php" / "8.2" / "fpm"
+    (etc / "conf.d").mkdir(parents=True)
+    (etc / "php.ini").write_text(
+        f"[Session]\nsession.save_path = {folder.root}\nsession.gc_maxlifetime = 1440\n"
+    )
+    # conf.d/*.ini come after php.ini, in name order, as PHP reads them.
+    (etc / "conf.d" / "10-session.ini").write_text("session.serialize_handler = php_binary\n")
+    (etc / "conf.d" / "20-short.ini").write_text("session.gc_maxlifetime = 600 ; ten minutes\n")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[stores.web]\naddress = "php:"\nphp_ini = "{etc / "php.ini"}"\n')
+    result = cli("--config", config, "list", "--store", "web", "-f", "json", "--explain")
+    rows = {row["id"]: row["status"] for row in json.loads(result.stdout)}
+    assert rows == dict(zip(written.ids, ["active", "expired", "expired"]))
+    assert "idle_timeout=10m" in result.stderr
+    # The command line still wins over php.ini.
+    result = cli("--config", config, "list", "-s", "web", "-f", "json", "--idle-timeout", "1h")
+    rows = {row["id"]: row["status"] for row in json.loads(result.stdout)}
+    assert [rows[sid] for sid in written.ids] == ["active", "active", "expired"]
+    missing = cli("list", "--store", "php:", "--php-ini", tmp_path / "nope.ini", code=2)
+    assert "nope.ini does not exist" in one_line_error(missing)
