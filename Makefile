@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO := demo
 SESSIONCTL := SESSIONCTL_CONFIG=$(CURDIR)/$(DEMO)/sessionctl.toml $(BIN)/sessionctl
 
-.PHONY: venv demo test bench lint format completions man clean
+.PHONY: venv demo test bench bench-quick lint format completions man clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ test: venv
 
 bench: venv
 	$(BIN)/python bench/run.py
+
+# The 100k cases and start-up, printed rather than written to bench/RESULTS.md (under 3 minutes).
+bench-quick: venv
+	$(BIN)/python bench/run.py --quick
 
 lint: venv
 	$(BIN)/ruff check src tests tools bench

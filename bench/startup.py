@@ -4,7 +4,9 @@
 
 `sessionctl --help` and `sessionctl --version` should cost little more than importing Typer:
 they load no store driver, no core operation and no Rich (tests/test_startup.py checks the
-imports; this measures the time). Each command runs --runs times after one warm-up round, the
+imports; this measures the time). A real command, `stats` on an empty JSON store, is measured
+too, and `import typer._adapters`: the Pydantic that Typer 0.29 loads as soon as it coerces a
+command's parameters (any command but a bare --help or --version). Each command runs --runs times after one warm-up round, the
 commands interleaved; the median wall time is reported, and its ratio to `import typer` and to a bare interpreter.
 """
 
@@ -15,6 +17,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +27,7 @@ SESSIONCTL = BIN / "sessionctl"
 
 def medians(cases: dict[str, list[str]], runs: int) -> dict[str, float]:
     """Median wall time of each command; runs interleaved, so background load hits all alike."""
-    env = {**os.environ, "NO_COLOR": "1"}
+    env = {**os.environ, "NO_COLOR": "1", "SESSIONCTL_STATE_DIR": tempfile.mkdtemp()}
     for name in ("SESSIONCTL_CONFIG", "SESSIONCTL_STORE", "SESSIONCTL_FORMAT"):
         env.pop(name, None)
     times: dict[str, list[float]] = {name: [] for name in cases}
@@ -44,9 +47,20 @@ def main() -> int:
     if not SESSIONCTL.exists():
         print(f"{SESSIONCTL} not found: run this with the venv's python", file=sys.stderr)
         return 2
+    empty = Path(tempfile.mkdtemp()) / "empty.json"
+    empty.write_text("[]\n")
     cases = {
         "python -c pass": [sys.executable, "-c", "pass"],
         'python -c "import typer"': [sys.executable, "-c", "import typer"],
+        "import typer + its pydantic": [sys.executable, "-c", "import typer._adapters"],
+        "sessionctl stats (empty store)": [
+            str(SESSIONCTL),
+            "stats",
+            "-s",
+            str(empty),
+            "-f",
+            "json",
+        ],
         "sessionctl --help": [str(SESSIONCTL), "--help"],
         "sessionctl --version": [str(SESSIONCTL), "--version"],
         "sessionctl presets -f json": [str(SESSIONCTL), "presets", "-f", "json"],
