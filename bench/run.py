@@ -41,7 +41,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "bench" / "data"
+#: Where stores are generated and copied; SESSIONCTL_BENCH_DATA gives two runs at once (on a
+#: shared machine) folders of their own.
+DATA = Path(os.environ.get("SESSIONCTL_BENCH_DATA") or ROOT / "bench" / "data")
 BIN = Path(sys.executable).parent
 SESSIONCTL = str(BIN / "sessionctl")
 DAY = 86400.0

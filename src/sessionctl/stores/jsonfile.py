@@ -167,27 +167,27 @@ class Document:
         else:
             pieces.append(text[: layout.starts[0]])
             length = layout.starts[0]
-            run_start = previous = None
-            first = True
-            for index in [*kept, None]:
-                if index is not None and previous is not None and index == previous + 1:
-                    previous = index
-                    continue
-                if run_start is not None:
-                    # Copy the run [run_start..previous] whole; after the first run, with the
-                    # separator that stood before it.
-                    begin = layout.starts[run_start] if first else layout.ends[run_start - 1]
-                    first = False
+            # Runs of consecutive survivors are copied whole; after the first run, with the
+            # separator that stood before it. One pass, the new spans shifted as they go.
+            old_starts, old_ends = layout.starts, layout.ends
+            old_values = layout.value_starts if self.keyed else None
+            add_start, add_end, add_value = starts.append, ends.append, value_starts.append
+            begin = old_starts[kept[0]]
+            shift = length - begin
+            previous = kept[0] - 1
+            for index in kept:
+                if index != previous + 1:  # the run that ended at `previous` is copied
+                    pieces.append(text[begin : old_ends[previous]])
+                    length += old_ends[previous] - begin
+                    begin = old_ends[index - 1]
                     shift = length - begin
-                    pieces.append(text[begin : layout.ends[previous]])
-                    length += layout.ends[previous] - begin
-                    starts += [s + shift for s in layout.starts[run_start : previous + 1]]
-                    ends += [e + shift for e in layout.ends[run_start : previous + 1]]
-                    if self.keyed:
-                        value_starts += [
-                            s + shift for s in layout.value_starts[run_start : previous + 1]
-                        ]
-                run_start = previous = index
+                add_start(old_starts[index] + shift)
+                add_end(old_ends[index] + shift)
+                if old_values is not None:
+                    add_value(old_values[index] + shift)
+                previous = index
+            pieces.append(text[begin : old_ends[previous]])
+            length += old_ends[previous] - begin
         tail = layout.close if not kept else layout.ends[n - 1]
         shift = length - tail
         pieces.append(text[tail:])
@@ -911,6 +911,17 @@ def _identity(info: os.stat_result) -> tuple:
 
 def _removed(document: Document, key: Any, position: Any) -> Record:
     """The record at `position`, known by the key selection gave it, with its original text."""
+    layout = document.layout
+    # The common case, an object in an array, without the lookups `record` makes.
+    if (
+        type(position) is int
+        and not document.keyed
+        and position not in layout.broken
+        and 0 <= position < len(document.container)
+        and type(item := document.container[position]) is dict
+    ):
+        raw = layout.text[layout.starts[position] : layout.ends[position]].encode()
+        return Record(key=key, data=item, size=None, raw=raw)
     record = document.record(position, with_raw=True)
     record.key = key
     return record
