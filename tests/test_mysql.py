@@ -269,31 +269,43 @@ def test_cleanup_while_django_saves_its_sessions_loses_no_write(cli, mysql_db, s
     assert set(written.active) <= left
 
 
-def test_a_batch_meeting_held_locks_is_retried_then_reported_and_the_run_goes_on(
+def test_a_batch_meeting_held_locks_is_retried_then_the_run_stops_with_nothing_half_removed(
     cli, mysql_db, state_dir
 ):
-    """The application holds one expired session locked for the whole run: that batch is
-    retried with backoff, then reported; every other batch is removed; nothing half-removed."""
+    """The application holds one expired session locked for the whole run: its batch is
+    retried with backoff, then the run stops (exit 4) with the batches before it removed and
+    archived, and nothing of that one; the next run finishes the job."""
     written = django_mysql_store(mysql_db, [-600] * 6)
-    held = sorted(written.ids)[0]
+    keys = sorted(written.ids)
     blocker = mysql_db.connect(autocommit=False)
-    try:
-        with blocker.cursor() as cur:
-            cur.execute("SELECT 1 FROM django_session WHERE session_key = %s FOR UPDATE", (held,))
-        started = time.monotonic()
-        result = cli(
-            "cleanup", "--store", mysql_db.address(), "--expired", "--yes",
-            "--batch-size", "1", "--format", "json", code=None,
-        )  # fmt: skip
-        took = time.monotonic() - started
-    finally:
-        blocker.rollback()
-        blocker.close()
-    assert result.exit_code != 0 and "Traceback" not in result.stderr, result.stderr
-    left = [r[0] for r in mysql_db.query("SELECT session_key FROM django_session")]
-    assert left == [held]
-    assert {e["id"] for e in archived(state_dir)} == set(written.ids) - {held}
-    assert took > 5  # five tries, each waiting innodb_lock_wait_timeout, with pauses between
+    for pushdown in ("1", "0"):  # the SQL judge's batches, and the Python judge's
+        try:
+            with blocker.cursor() as cur:
+                cur.execute(
+                    "SELECT 1 FROM django_session WHERE session_key = %s FOR UPDATE", (keys[3],)
+                )
+            started = time.monotonic()
+            result = cli(
+                "cleanup", "--store", mysql_db.address(), "--expired", "--yes",
+                "--batch-size", "1", env={"SESSIONCTL_PUSHDOWN": pushdown}, code=4,
+            )  # fmt: skip
+            took = time.monotonic() - started
+        finally:
+            blocker.rollback()
+        assert "Traceback" not in result.stderr, result.stderr
+        assert "met rows the application held locked 5 times" in result.stderr, result.stderr
+        left = sorted(r[0] for r in mysql_db.query("SELECT session_key FROM django_session"))
+        assert left == keys[3:], pushdown
+        assert sorted(e["id"] for e in archived(state_dir)) == keys[:3]
+        assert took > 5  # five tries, each waiting innodb_lock_wait_timeout, pauses between
+        mysql_db.execute("DELETE FROM django_session")  # again, for the other judge
+        for path in state_dir.rglob("*.ndjson.gz"):
+            path.unlink()
+        django_mysql_store(mysql_db, [-600] * 6)
+        keys = sorted(r[0] for r in mysql_db.query("SELECT session_key FROM django_session"))
+    blocker.close()
+    cli("cleanup", "--store", mysql_db.address(), "--expired", "--yes")
+    assert mysql_db.count("django_session") == 0
 
 
 # --- bad input -----------------------------------------------------------------------------------

@@ -638,7 +638,7 @@ class Pushdown:
             where = f" WHERE {self.rowid} > :last" if last is not None else ""
             inner = self._inner(where, whole_rows=True)
             sql = (
-                f"SELECT _k, {c.decided}{flags}, * FROM ({inner}) AS t"
+                f"SELECT _k, {c.decided}{flags}, t.* FROM ({inner}) AS t"
                 f" WHERE {condition} LIMIT {PAGE}"
             )
             rows = self._run(sql, {"last": last})

@@ -44,6 +44,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from ...domain.errors import SessionctlError, busy_error, store_error, usage_error
 from ...domain.model import Record
 from ..base import Address, ArchiveFn, Candidate, RemoveOutcome, StoreSettings, canonical_bytes
+from .judge import Dialect
 from .table import (
     BadText,
     TableStore,
@@ -197,11 +198,93 @@ def _json_value(value):
     return str(value)
 
 
-class MysqlDialect:
-    """MySQL for the SQL judge: not written; the store judges in Python meanwhile."""
+_INTEGERS = ("tinyint", "smallint", "mediumint", "int", "integer", "bigint")
+_NUMBERS = (*_INTEGERS, "decimal")
+_TIMES = ("datetime", "timestamp")
 
-    def key_problem(self, store) -> str:
-        return "the SQL judge has no MySQL dialect yet"
+
+class Unsupported(Exception):
+    """The SQL judge cannot say what Python would of this store's values."""
+
+
+class MysqlDialect(Dialect):
+    """MySQL/MariaDB for the SQL judge. A column has one type, so each test is decided by the
+    column's type when the SQL is written: integer and decimal epochs as doubles, DATETIME and
+    TIMESTAMP to the microsecond (the tool's session is UTC), when naive times are UTC. Text
+    times, FLOAT/DOUBLE (their text is what Python reads), JSON and dates go to Python."""
+
+    def __init__(self, store: MysqlStore):
+        self.store = store
+        self.types = {quote_identifier(c): info[0] for c, info in store.column_info.items()}
+
+    def _type(self, x: str) -> str:
+        return self.types.get(x, "unknown")
+
+    def numeric_time(self, x: str) -> str:
+        if self._type(x) in _NUMBERS:
+            return f"{x} >= 0 AND {x} < 1e17"
+        return "FALSE"
+
+    def as_float(self, x: str) -> str:
+        return f"CAST({x} AS DOUBLE)"
+
+    def other_epoch(self, x: str, utc: bool) -> str | None:
+        kind = self._type(x)
+        # TIMESTAMP is read in the session's time_zone, UTC: the record says +00:00.
+        if kind == "timestamp" or (kind == "datetime" and utc):
+            return (
+                f" WHEN {x} IS NOT NULL THEN"
+                f" TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {x}) / 1e6"
+            )
+        return " WHEN FALSE THEN NULL"  # text times, dates: Python reads them
+
+    def is_text(self, x: str) -> str:
+        return "TRUE" if self._type(x) in TEXT_TYPES else "FALSE"
+
+    def is_number(self, x: str) -> str:
+        kind = self._type(x)
+        if kind in ("float", "double"):
+            raise Unsupported(f"the column {x} holds floating-point numbers")
+        return "TRUE" if kind in _NUMBERS else "FALSE"
+
+    def text_in(self, x: str, literals: str) -> str:
+        return f"CAST({x} AS BINARY) IN ({literals})"
+
+    def blank(self, x: str) -> str:
+        if self._type(x) not in TEXT_TYPES:
+            raise Unsupported(f"a rule reads the column {x} as text")
+        return f"CAST({x} AS BINARY) = ''"
+
+    def type_test(self, x: str, type_name: str) -> str | None:
+        kind = self._type(x)
+        if kind not in (*TEXT_TYPES, *_NUMBERS):
+            raise Unsupported(f"the column {x} holds values whose type varies for Python")
+        if type_name == "string":
+            return "TRUE" if kind in TEXT_TYPES else "FALSE"
+        if type_name == "integer":
+            if kind == "decimal":
+                return f"{x} = FLOOR({x})"
+            return "TRUE" if kind in _INTEGERS else "FALSE"
+        if type_name == "number":
+            return "TRUE" if kind in _NUMBERS else "FALSE"
+        return "FALSE"
+
+    def text_key(self, x: str) -> str:
+        kind = self._type(x)
+        if kind in TEXT_TYPES:
+            return f"CAST({x} AS BINARY)"
+        if kind in _INTEGERS:
+            return f"CAST({x} AS CHAR)"
+        raise Unsupported(f"the column {x} is not text or integers")
+
+    def group_value(self, x: str) -> str:
+        return f"MIN({x})"
+
+    def holds_reals(self, store, column: str) -> bool:
+        return self._type(quote_identifier(column)) not in (*TEXT_TYPES, *_INTEGERS)
+
+    def unique_ids_only(self) -> bool:
+        return True
 
 
 class _Conn:
@@ -227,9 +310,9 @@ class MysqlStore(TableStore):
     mark = "%s"
     text_bytes_mark = "%s"
     table_hint = "mysql://...?table=NAME"
-    dialect = MysqlDialect()
     natural_batch = MAX_BATCH
-    no_pushdown_reason = "MySQL rows are judged in Python (no SQL judge for it yet)"
+    #: The judge's batch read does not lock (READ COMMITTED): lock the rows, judge them again.
+    lock_then_recheck = True
 
     @classmethod
     def parse_address(cls, text: str) -> Address:
@@ -269,6 +352,7 @@ class MysqlStore(TableStore):
         self.column_types = {c: info[1] for c, info in self.column_info.items()}
         self.key_column = self._key_column()
         self._children = self._cascade_children()
+        self.dialect = MysqlDialect(self)
         version = self.query("SELECT VERSION()")[0][0]
         self.server_version = str(version)
         host, port = self._reader.raw.host_info, None
@@ -405,10 +489,69 @@ class MysqlStore(TableStore):
 
     def query(self, sql: str, params=()) -> list[tuple]:
         with self.translate_errors("read"):
-            return list(self._reader.execute(sql, list(params) if params else None).fetchall())
+            return self.fetch_rows(self._reader, sql, params)
 
     def fetch_rows(self, conn, sql: str, params=()) -> list[tuple]:
+        if isinstance(params, dict):  # the judge's `:name` parameters
+            from .postgres import _named
+
+            cursor = conn.raw.cursor()
+            cursor.execute(_named(sql), params)
+            # SUM() answers DECIMAL here: counts as the ints they are.
+            return [
+                tuple(_json_value(v) if isinstance(v, decimal.Decimal) else v for v in row)
+                for row in cursor.fetchall()
+            ]
         return list(conn.execute(sql, list(params) if params else None).fetchall())
+
+    def retrying(self, batch):
+        """A batch (one transaction) that meets a deadlock or a lock wait timeout is rolled
+        back and tried again with backoff; after the last try the run stops (exit 4), with
+        every batch before it removed and archived, and nothing of this one."""
+        pause = BACKOFF
+        for attempt in range(RETRIES + 1):
+            try:
+                return batch()
+            except self.pymysql.err.MySQLError as exc:
+                if not self.is_retryable(exc):
+                    raise
+                code = self.error_code(exc)
+                self.retried[code] = self.retried.get(code, 0) + 1
+                if attempt == RETRIES:
+                    what = "a deadlock" if code == DEADLOCK else "rows the application held locked"
+                    raise busy_error(
+                        f"{self.where}: a batch met {what} {RETRIES + 1} times; it stays as it "
+                        "was, and what was removed before is archived",
+                        "run again later, or lower batch_size",
+                    ) from None
+                time.sleep(pause)
+                pause *= 2
+        raise AssertionError("unreachable")
+
+    def key_among(self, name: str) -> str:
+        """SQL: the row's key is in the list parameter `name` (PyMySQL writes it as a list)."""
+        return f"{self.key_sql} IN :{name}"
+
+    def lock_rows(self, conn, keys: list) -> None:
+        marks = ",".join(["%s"] * len(keys))
+        conn.execute(
+            f"SELECT 1 FROM {self.qualified} WHERE {self.key_sql} IN ({marks})"
+            f" ORDER BY {self.key_sql} FOR UPDATE",
+            sorted(keys, key=_order),
+        ).fetchall()
+
+    def pushdown(self, mapping, policy, tz, now: float):
+        """Counting and selecting in SQL when it can judge exactly as Python would."""
+        from .judge import Pushdown, compile_judge
+
+        try:
+            compiled, why = compile_judge(self, mapping, policy, tz, now)
+        except Unsupported as exc:
+            compiled, why = None, str(exc)
+        if compiled is None:
+            self.no_pushdown_reason = why
+            return None
+        return Pushdown(self, compiled)
 
     def _writer_conn(self):
         if self._writer is None:
@@ -585,18 +728,28 @@ class MysqlStore(TableStore):
         kind, _, charset = self.column_info.get(column, ("", "", None))
         return kind in TEXT_TYPES and str(charset or "").startswith("utf8")
 
-    def _select(self) -> str:
-        parts = [quote_identifier(self.key_column)]
+    def row_columns(self) -> list[str]:
+        parts = []
         for column in self.columns:
             x = quote_identifier(column)
             # Text as its stored bytes, decoded here: one row whose bytes are not UTF-8 is
             # one invalid session, not a read that fails for the whole store.
-            parts.append(f"CAST({x} AS BINARY)" if self._is_utf8_text(column) else x)
+            parts.append(f"CAST({x} AS BINARY) AS {x}" if self._is_utf8_text(column) else x)
+        return parts
+
+    def _select(self) -> str:
+        parts = [quote_identifier(self.key_column), *self.row_columns()]
         return f"SELECT {', '.join(parts)} FROM {self.qualified}"
 
     def _record(self, row: tuple) -> Record:
-        values, suspect = [], False
-        for column, value in zip(self.columns, row[1:]):
+        key = row[0]
+        if isinstance(key, (bytes, bytearray)) and self._is_utf8_text(self.key_column):
+            key = bytes(key).decode("utf-8", "surrogateescape")
+        return self.make_record(key, row[1:])
+
+    def make_record(self, key, values, suspect: bool = False) -> Record:
+        decoded, suspect = [], False
+        for column, value in zip(self.columns, values):
             if isinstance(value, (bytes, bytearray)) and self._is_utf8_text(column):
                 try:
                     value = bytes(value).decode("utf-8")
@@ -607,11 +760,8 @@ class MysqlStore(TableStore):
                 value = value.replace(tzinfo=dt.UTC).isoformat(sep=" ")
             else:
                 value = _json_value(value)
-            values.append(value)
-        key = row[0]
-        if isinstance(key, (bytes, bytearray)) and self._is_utf8_text(self.key_column):
-            key = bytes(key).decode("utf-8", "surrogateescape")
-        return self.make_record(key, values, suspect)
+            decoded.append(value)
+        return super().make_record(key, decoded, suspect)
 
     def iter_records(self) -> Iterator[Record]:
         """Every row in key order through an unbuffered cursor, on a connection of its own
@@ -714,67 +864,18 @@ class MysqlStore(TableStore):
                 found[record.key] = record
         return found
 
-    def delete_keys(self, conn, keys: list) -> dict:
-        keys = sorted(keys, key=_order)
-        conn.execute("SAVEPOINT sessionctl_delete")
-        try:
-            marks = ",".join(["%s"] * len(keys))
-            conn.execute(f"DELETE FROM {self.qualified} WHERE {self.key_sql} IN ({marks})", keys)
-            conn.execute("RELEASE SAVEPOINT sessionctl_delete")
-            return {}
-        except self.integrity_errors:
-            conn.execute("ROLLBACK TO SAVEPOINT sessionctl_delete")
-        failed = {}
-        for value in keys:
-            conn.execute("SAVEPOINT sessionctl_one")
-            try:
-                conn.execute(f"DELETE FROM {self.qualified} WHERE {self.key_sql} = %s", (value,))
-                conn.execute("RELEASE SAVEPOINT sessionctl_one")
-            except self.integrity_errors as exc:
-                conn.execute("ROLLBACK TO SAVEPOINT sessionctl_one")
-                failed[value] = f"database refused: {self._scrub(exc)}"
-        conn.execute("RELEASE SAVEPOINT sessionctl_delete")
-        return failed
-
     def remove(self, candidates: list[Candidate], archive: ArchiveFn) -> RemoveOutcome:
-        """Short transactions of at most MAX_BATCH rows in ascending key order. A deadlock or
-        a lock wait timeout rolls the batch back whole (nothing of it archived or removed) and
-        retries it with backoff; after the last try its sessions are reported, not removed."""
+        """Transactions of at most MAX_BATCH rows, each locking its rows in ascending key
+        order before archiving them (see `retrying` for deadlocks and lock wait timeouts)."""
         candidates = sorted(candidates, key=lambda c: _order(c.key))
         outcome = RemoveOutcome()
         for start in range(0, len(candidates), MAX_BATCH):
-            part = self._remove_batch(candidates[start : start + MAX_BATCH], archive)
-            outcome.removed += part.removed
-            outcome.changed += part.changed
-            outcome.failed.update(part.failed)
+            part = candidates[start : start + MAX_BATCH]
+            done = self.retrying(lambda part=part: TableStore.remove(self, part, archive))
+            outcome.removed += done.removed
+            outcome.changed += done.changed
+            outcome.failed.update(done.failed)
         return outcome
-
-    def _remove_batch(self, candidates: list[Candidate], archive: ArchiveFn) -> RemoveOutcome:
-        pause = BACKOFF
-        for attempt in range(RETRIES + 1):
-            try:
-                return super().remove(candidates, archive)
-            except self.pymysql.err.MySQLError as exc:
-                if not self.is_retryable(exc):
-                    raise
-                # Rolled back whole: nothing of the batch is removed. The batch's rows (and the
-                # rows its delete cascades to) are locked before they are archived, so a
-                # deadlock comes before the archive, not between the archive and the DELETE.
-                self.retried[self.error_code(exc)] = self.retried.get(self.error_code(exc), 0) + 1
-                if attempt == RETRIES:
-                    what = (
-                        "a deadlock"
-                        if self.error_code(exc) == DEADLOCK
-                        else ("rows the application held locked")
-                    )
-                    why = (
-                        f"left as it was: its batch met {what} {RETRIES + 1} times "
-                        "(run again later, or lower batch_size)"
-                    )
-                    return RemoveOutcome(failed={c.key: why for c in candidates})
-                time.sleep(pause)
-                pause *= 2
-        raise AssertionError("unreachable")
 
     def _attach_children(self, conn, rows: list[Record]) -> None:
         super()._attach_children(conn, rows)

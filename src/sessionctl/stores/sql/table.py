@@ -403,9 +403,10 @@ class TableStore(Store):
             return None
         if self.delete_triggers():
             return None
-        tables = dict.fromkeys(t.lower() for t in [self.table, *self.cascade_tables()])
+        # Each table once, by its own name (MySQL's names are case-sensitive on Linux).
+        tables = {t.lower(): t for t in [self.table, *self.cascade_tables()]}
         total = 0
-        for name in tables:
+        for name in tables.values():
             total += self.fetch_rows(conn, f"SELECT COUNT(*) FROM {quote_identifier(name)}")[0][0]
         return total
 
@@ -416,10 +417,10 @@ class TableStore(Store):
         if before is None:
             return
         expected = sum(1 + archived.pop(value, 0) for value in deleted)
-        tables = dict.fromkeys(t.lower() for t in [self.table, *self.cascade_tables()])
+        tables = {t.lower(): t for t in [self.table, *self.cascade_tables()]}
         after = sum(
             self.fetch_rows(conn, f"SELECT COUNT(*) FROM {quote_identifier(name)}")[0][0]
-            for name in tables
+            for name in tables.values()
         )
         if before - after > expected:
             raise store_error(
