@@ -544,14 +544,20 @@ class Pushdown:
                         found = store.fetch_rows(conn, sql, params)
                         picked = [row for row in found if row[2]]
                         if picked and store.lock_then_recheck:
-                            picked = self._lock_and_recheck(conn, picked, flags, wanted)
+                            picked, locked = self._lock_and_recheck(conn, picked, flags, wanted)
+                        else:
+                            locked = None
                         keys = [row[0] for row in picked]
                         reasons = {
                             row[0]: prefix + [code for code, on in zip(flagged, row[3:]) if on]
                             for row in picked
                         }
                         if keys and archive is not None:
-                            rows = list(store._fetch(conn, keys).values())
+                            rows = (
+                                [locked[key] for key in keys]
+                                if locked is not None
+                                else list(store._fetch(conn, keys).values())
+                            )
                             store._attach_children(conn, rows)
                             archive(rows, reasons)
                         failed = store.delete_keys(conn, keys) if keys else {}
@@ -577,13 +583,14 @@ class Pushdown:
                 return
             last = found[-1][0]
 
-    def _lock_and_recheck(self, conn, picked: list, flags: str, wanted: str) -> list:
+    def _lock_and_recheck(self, conn, picked: list, flags: str, wanted: str):
         """For a database whose batch read does not lock (PostgreSQL at READ COMMITTED): lock
         the chosen rows, then judge them again as they are now. A row the application changed
-        since the batch read it is judged anew; one no longer to remove stays."""
+        since the batch read it is judged anew; one no longer to remove stays. Returns the rows
+        still chosen, and the locked records by key when locking read them (else None)."""
         c = self.compiled
         keys = [row[0] for row in picked]
-        self.store.lock_rows(conn, keys)
+        locked = self.store.lock_rows(conn, keys)
         inner = self._inner(f" WHERE {self.store.key_among('keys')}", exact=True)
         sql = (
             f"SELECT _k, {c.id_column or 'NULL'}, {c.decided}{flags} FROM ({inner}) AS t"
@@ -591,7 +598,7 @@ class Pushdown:
         )
         params = {**c.params, "keys": keys}
         params = {k: v for k, v in params.items() if f":{k}" in sql}
-        return self.store.fetch_rows(conn, sql, params)
+        return self.store.fetch_rows(conn, sql, params), locked
 
     def _fill_duplicates(self, conn, sound: str) -> None:
         """The duplicate-id rowids as a temp table of `conn` (temp tables are per connection),

@@ -467,12 +467,9 @@ class PostgresStore(TableStore):
         """SQL: the row's key is in the list parameter `name` (one array, one plan)."""
         return f"{self.key_sql} = ANY(:{name})"
 
-    def lock_rows(self, conn, keys: list) -> None:
-        conn.execute(
-            f"SELECT 1 FROM {self.qualified} WHERE {self.key_sql} = ANY(%s)"
-            f" ORDER BY {self.key_sql} FOR UPDATE",
-            (keys,),
-        ).fetchall()
+    def lock_rows(self, conn, keys: list) -> dict:
+        """Lock the rows (FOR UPDATE, in key order) and read them: the archive takes these."""
+        return self._fetch(conn, keys)
 
     def begin_write(self, conn) -> None:
         conn.execute("BEGIN")
@@ -737,8 +734,8 @@ class PostgresStore(TableStore):
         found = {}
         key = self.key_sql
         lock = " FOR UPDATE" if conn is self._writer else ""
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
+        for start in range(0, len(keys), 5000):  # one array parameter: no limit to mind
+            chunk = keys[start : start + 5000]
             sql = f"{self._select()} WHERE {key} = ANY(%s) ORDER BY {key}{lock}"
             for row in conn.execute(sql, (chunk,)).fetchall():
                 found[row[0]] = self._record(row)

@@ -164,8 +164,10 @@ class TableStore(Store):
     #: transaction does not keep the application out, unlike SQLite's BEGIN IMMEDIATE).
     lock_then_recheck = False
 
-    def lock_rows(self, conn, keys: list) -> None:
-        """Lock these rows until the transaction ends (where the database locks rows)."""
+    def lock_rows(self, conn, keys: list) -> dict | None:
+        """Lock these rows until the transaction ends (where the database locks rows); the
+        records read doing so, by key, or None."""
+        return None
 
     def retrying(self, batch):
         """Run one batch (a function doing one transaction); a dialect whose database reports
