@@ -221,6 +221,38 @@ def test_a_row_whose_text_is_not_utf8_is_one_invalid_session(mysql_db):
         store.close()
 
 
+def test_a_unix_socket_address_and_its_percent_encoded_host(cli, mysql_db):
+    django_mysql_store(mysql_db, [-60, 3600])
+    sock = mysql_db.scalar("SELECT @@socket")
+    for address in (
+        f"mysql://root@localhost/{mysql_db.name}?unix_socket={sock}",
+        f"mariadb://root@{sock.replace('/', '%2F')}/{mysql_db.name}",
+    ):
+        result = cli("stats", "--store", address, "--format", "json")
+        figures = json.loads(result.stdout)
+        assert (figures["total"], figures["expired"]) == (2, 1), address
+
+
+def test_caps_and_hooks_on_spring_sessions_per_principal(cli, mysql_db, state_dir, tmp_path):
+    """--max-per-group counts a user's sessions by PRINCIPAL_NAME and keeps the newest; the hook
+    sees each session before it goes, and a failing hook keeps its session."""
+    specs = [{"expires_in": 600 + n * 60, "principal": "alice"} for n in range(4)]
+    specs += [{"expires_in": 900, "principal": "bob"}]
+    written = spring_mysql_tables(mysql_db, specs)
+    seen = tmp_path / "seen"
+    hook = f'sh -c \'cat >> {seen}; echo >> {seen}; test "$SESSIONCTL_SESSION_ID" != "{written.ids[1]}"\''
+    result = cli(
+        "cleanup", "--store", mysql_db.address(), "--max-per-group", "1", "--yes",
+        "--hook", hook, "--format", "json", code=None,
+    )  # fmt: skip
+    report = json.loads(result.stdout)
+    assert report["deleted"] == 2, report  # alice's two oldest but the one the hook refused
+    left = {r[0] for r in mysql_db.query("SELECT SESSION_ID FROM SPRING_SESSION")}
+    assert left == {written.ids[1], written.ids[3], written.ids[4]}, left
+    assert seen.read_text().count("SESSION_ID") == 3
+    assert {e["id"] for e in archived(state_dir)} == {written.ids[0], written.ids[2]}
+
+
 # --- an application at work ----------------------------------------------------------------------
 
 
@@ -261,6 +293,7 @@ def test_cleanup_while_django_saves_its_sessions_loses_no_write(cli, mysql_db, s
             code=None,
         )  # fmt: skip
         app.wait_for_writes(30)
+    print(f"\ndjango: {app.writes} writes, errors {app.errors}, slowest {app.slowest:.3f}s")
     assert result.exit_code in (0, 1), result.stderr
     assert app.errors == {}, app.errors
     assert app.lost() == []
