@@ -97,6 +97,9 @@ def test_connect_pg_simple_naive_expire_is_read_in_the_servers_timezone(cli, pg_
 
 def test_flask_session_cleanup_finds_nothing_after_ours(cli, pg_db, state_dir):
     written = flask_session_pg_store(pg_db, [-3600, -10, 3600])
+    # msgpack (or pickle) bytes: shown as redacted bytes, never decoded.
+    shown = cli("inspect", "--store", pg_db.address(), written.extra["store_ids"][-1]).stdout
+    assert '"data": "<redacted: ' in shown, shown
     cli("cleanup", "--store", pg_db.address(), "--expired", "--yes")
     assert flask_session_cleanup(pg_db)["removed"] == 0
     ids = sorted(e["id"] for e in archived(state_dir))
