@@ -117,6 +117,12 @@ class Dialect:
         """Written after the table in a full scan (SQLite: NOT INDEXED)."""
         return ""
 
+    def outer_order(self) -> str:
+        """Written before the LIMIT of a query over an inner one, where the database may not
+        keep the inner query's order (MariaDB drops a derived table's ORDER BY): ` ORDER BY
+        _k`. Paging by key needs the rows in key order."""
+        return ""
+
     def materialize(self) -> str:
         """Written after an inner query's ORDER BY so it is computed once per row."""
         return ""
@@ -532,7 +538,8 @@ class Pushdown:
             sql = (
                 f"SELECT _k, {c.id_column or 'NULL'}, {c.decided}{flags}"
                 f" FROM ({self._inner(where, exact=True)}) AS t"
-                f" WHERE ({c.decided} AND ({wanted})) OR NOT {c.decided} LIMIT {int(batch)}"
+                f" WHERE ({c.decided} AND ({wanted})) OR NOT {c.decided}"
+                f"{store.dialect.outer_order()} LIMIT {int(batch)}"
             )
             params = {**c.params, "last": last}
             params = {k: v for k, v in params.items() if f":{k}" in sql}
@@ -646,7 +653,7 @@ class Pushdown:
             inner = self._inner(where, whole_rows=True)
             sql = (
                 f"SELECT _k, {c.decided}{flags}, t.* FROM ({inner}) AS t"
-                f" WHERE {condition} LIMIT {PAGE}"
+                f" WHERE {condition}{self.store.dialect.outer_order()} LIMIT {PAGE}"
             )
             rows = self._run(sql, {"last": last})
             width = len(c.computed) + 1  # _k and the computed values precede the row's own

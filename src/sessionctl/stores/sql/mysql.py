@@ -286,6 +286,11 @@ class MysqlDialect(Dialect):
     def unique_ids_only(self) -> bool:
         return True
 
+    def outer_order(self) -> str:
+        # MariaDB merges the inner query and drops its ORDER BY: paging needs it here, where
+        # the primary key gives it without a sort.
+        return " ORDER BY _k"
+
 
 class _Conn:
     """A PyMySQL connection with the `execute(sql, params) -> cursor` the neutral layer uses."""
