@@ -83,9 +83,23 @@ def _split_host(netloc: str) -> tuple[str | None, str | None]:
 
 def parse_postgres_address(text: str) -> Address:
     text = text.strip()
-    url = urlsplit(text)
+    # What does not parse is never echoed: a password with an unencoded @ : / ? # spills into
+    # the host, port, path or fragment, and would be shown as one of them.
+    unparsed = usage_error(
+        "store postgresql://...: the address does not read as "
+        "postgresql://USER@HOST:PORT/DB?table=NAME",
+        "percent-encode @ : / ? # in a password (%40 %3A %2F %3F %23), or better, "
+        "give it through password_env, password_file or ~/.pgpass",
+    )
+    try:
+        url = urlsplit(text)
+        url.port  # noqa: B018 - raises on a bracketed host that does not close
+    except ValueError:
+        raise unparsed from None
     if url.scheme.lower() not in SCHEMES:
         raise usage_error(f"store {text.split(':')[0]}: is not a PostgreSQL address")
+    if url.fragment or "#" in text or "@" in url.path or "@" in url.query:
+        raise unparsed
     userinfo = url.netloc.rpartition("@")[0] if "@" in url.netloc else ""
     user, colon, password = userinfo.partition(":")
     user = unquote(user) or None
@@ -93,7 +107,7 @@ def parse_postgres_address(text: str) -> Address:
     host, port = _split_host(url.netloc)
     shown_scheme = url.scheme.lower()
     if port is not None and not port.isdigit():
-        raise usage_error(f"store {shown_scheme}://{host or ''}:{port}: the port is not a number")
+        raise unparsed
     dbname = unquote(url.path[1:]) if url.path.startswith("/") else ""
     pairs = parse_qsl(url.query, keep_blank_values=True)
     params: dict[str, str] = {}
@@ -120,11 +134,45 @@ def parse_postgres_address(text: str) -> Address:
     return Address(
         kind="postgresql",
         display=display,
-        identity=display,
+        identity=store_identity(params),
         pinned=display,
         params=tuple(sorted(params.items())),
         secret=secret,
     )
+
+
+def store_identity(params: dict[str, str], schema: str | None = None, info=None) -> str:
+    """What names a table whoever connects: `postgresql://HOST:PORT/DB/SCHEMA.TABLE`, never
+    the user (two users' runs are one store's history). What the address leaves out comes from
+    libpq's environment as libpq takes it; the schema is always spelled (`public`, or the one
+    the search_path resolved to once the store is open). Through a service file, the server
+    the connection reached (`info`) names it."""
+    env = os.environ
+    from_service = info is not None and ("service" in params or "PGSERVICE" in env)
+    if from_service:
+        host, port, dbname = info.host, str(info.port), info.dbname
+    else:
+        host = params.get("host") or env.get("PGHOST") or ""
+        port = params.get("port") or env.get("PGPORT") or "5432"
+        dbname = (
+            params.get("dbname")
+            or env.get("PGDATABASE")
+            or params.get("user")
+            or env.get("PGUSER")
+            or (info.dbname if info is not None else _os_user())
+        )
+    schema = schema or params.get("schema") or "public"
+    table = params.get("table") or ""
+    return f"postgresql://{host}:{port}/{dbname}/{schema}.{table}"
+
+
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
 
 
 def _display(params: dict[str, str]) -> str:
@@ -317,10 +365,9 @@ class PostgresStore(TableStore):
         self.key_column = self._key_column()
         self._children = self._cascade_children()
         self.dialect = PostgresDialect(self)
-        info = self._reader.info
-        identity = (
-            f"postgresql://{info.host}:{info.port}/{info.dbname}"
-            f"?schema={self.schema}&table={self.table}"
+        self.database = self.query("SELECT current_database()")[0][0]
+        identity = store_identity(
+            {**params, "table": self.table}, schema=self.schema, info=self._reader.info
         )
         self.address = replace(address, identity=identity)
 
@@ -853,7 +900,10 @@ class _AdvisoryLock:
     def __init__(self, store: PostgresStore, identity: str):
         self.store = store
         self.identity = identity
-        digest = hashlib.sha256(f"sessionctl:{identity}".encode()).digest()
+        # Advisory locks belong to the database: the key names the table as the server knows
+        # it, so every route to it (127.0.0.1, localhost, a socket, another user) meets one lock.
+        table = f"{store.database}/{store.schema}.{store.table}"
+        digest = hashlib.sha256(f"sessionctl:{table}".encode()).digest()
         self.key = int.from_bytes(digest[:8], "big", signed=True)
         self.conn = None
 

@@ -1,0 +1,129 @@
+"""Hostile tests of the PostgreSQL store: odd addresses, odd schemas, two runs at once, secrets.
+
+Each test fails without the fix it names. Real server (tests/pg.py): a database of each test's own.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+import pytest
+
+from sessionctl.domain.errors import SessionctlError
+from sessionctl.stores import open_store, parse_address
+
+
+def _table(db, name: str = "django_session", expired: int = 3, active: int = 2) -> None:
+    db.execute(
+        f'CREATE TABLE "{name}" (session_key varchar(40) PRIMARY KEY, '
+        "session_data text NOT NULL, expire_date timestamptz NOT NULL)"
+    )
+    db.execute(
+        f'INSERT INTO "{name}" SELECT md5(i::text), \'x\', now() - interval \'1 hour\' '
+        "FROM generate_series(1, %s) i",
+        (expired,),
+    )
+    db.execute(
+        f'INSERT INTO "{name}" SELECT md5((-i)::text), \'x\', now() + interval \'1 hour\' '
+        "FROM generate_series(1, %s) i",
+        (active,),
+    )
+
+
+@contextmanager
+def _role(db):
+    """A second login role with every right on the test database's tables."""
+    name = f"sessionctl_atk_{secrets.token_hex(4)}"
+    db.execute(f'CREATE ROLE "{name}" LOGIN')
+    try:
+        db.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{name}"')
+        yield name
+    finally:
+        db.execute(f'REVOKE ALL ON ALL TABLES IN SCHEMA public FROM "{name}"')
+        db.execute(f'DROP ROLE "{name}"')
+
+
+def _as(db, user: str, host: str | None = None, table: str = "django_session") -> str:
+    url = urlsplit(db.address(table))
+    netloc = f"{user}@{host or url.hostname}:{url.port or 5432}"
+    return url._replace(netloc=netloc).geturl()
+
+
+# --- one store, one lock and one history, whoever connects and however --------------------------
+
+
+def test_two_users_and_two_routes_meet_one_advisory_lock(pg_db):
+    """Was: the lock key came from the connection's host spelling (and before that the user),
+    so `localhost` and `127.0.0.1` (or a socket) took two locks and two runs went at once."""
+    _table(pg_db)
+    with _role(pg_db) as other:
+        first = open_store(parse_address(_as(pg_db, "postgres", "localhost")))
+        second = open_store(parse_address(_as(pg_db, other, "127.0.0.1")))
+        try:
+            with first.cross_host_lock(first.address.identity):
+                with pytest.raises(SessionctlError) as caught:
+                    with second.cross_host_lock(second.address.identity):
+                        pass
+            assert caught.value.code == 4
+            assert "another sessionctl run" in str(caught.value)
+        finally:
+            first.close()
+            second.close()
+
+
+def test_identity_names_host_port_database_schema_table_never_the_user(pg_db):
+    _table(pg_db)
+    with _role(pg_db) as other:
+        texts = [_as(pg_db, "postgres"), _as(pg_db, other), _as(pg_db, other) + "&schema=public"]
+        parsed = [parse_address(text).identity for text in texts]
+        opened = []
+        for text in texts:
+            store = open_store(parse_address(text))
+            opened.append(store.address.identity)
+            assert store.address.display == parse_address(text).display  # shown as given
+            store.close()
+    port = urlsplit(pg_db.url).port or 5432
+    expected = f"postgresql://127.0.0.1:{port}/{pg_db.name}/public.django_session"
+    assert set(parsed) == set(opened) == {expected}, (parsed, opened)
+
+
+def test_history_of_a_store_shows_every_users_runs(cli, pg_db):
+    """Was: `history --store` with another user's address (or with ?schema=public spelled)
+    matched no run: the parsed identity carried the user and no schema."""
+    _table(pg_db)
+    cli("cleanup", "--store", _as(pg_db, "postgres"), "--expired", "--yes", "-q")
+    with _role(pg_db) as other:
+        for address in (_as(pg_db, other), _as(pg_db, "postgres") + "&schema=public"):
+            shown = json.loads(cli("history", "--store", address, "--format", "json").stdout)
+            assert shown["totals"]["runs"] == 1, (address, shown)
+            assert shown["totals"]["cleaned"] == 3, shown
+
+
+# --- a password the address does not encode is never shown in part ----------------------------
+
+CANARY = "Zq7Canary"
+
+
+@pytest.mark.parametrize(
+    "userinfo",
+    [
+        f"postgres:a#{CANARY}",  # the rest became a fragment, `a` the port
+        f"postgres:{CANARY}#x",  # the password shown as the port
+        f"postgres:p@ss:{CANARY}/x",  # `ss:...` shown as host:port
+        f"postgres:12/{CANARY}",  # `postgres:12` taken as host:port, the rest as a path
+        f"postgres:{CANARY}?x",
+        f"postgres:{CANARY}@[::1",  # urlsplit's ValueError: exit 70 with the text
+    ],
+)
+def test_an_unencoded_password_is_one_line_and_never_echoed(cli, userinfo):
+    """Was: `store postgresql://postgres:a: the port is not a number` (part of the password),
+    or an internal error (exit 70) for an unclosed IPv6 bracket."""
+    address = f"postgresql://{userinfo}@127.0.0.1:5432/db?table=django_session"
+    result = cli("stats", "--store", address, code=2)
+    assert "does not read as postgresql://USER@HOST:PORT/DB" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for part in (CANARY, "Zq7", "ss:", ":a:", ":12"):
+        assert part not in result.stderr + result.stdout, result.stderr
