@@ -22,12 +22,12 @@ def _table(db, name: str = "django_session", expired: int = 3, active: int = 2) 
         "session_data text NOT NULL, expire_date timestamptz NOT NULL)"
     )
     db.execute(
-        f'INSERT INTO "{name}" SELECT md5(i::text), \'x\', now() - interval \'1 hour\' '
+        f"INSERT INTO \"{name}\" SELECT md5(i::text), 'x', now() - interval '1 hour' "
         "FROM generate_series(1, %s) i",
         (expired,),
     )
     db.execute(
-        f'INSERT INTO "{name}" SELECT md5((-i)::text), \'x\', now() + interval \'1 hour\' '
+        f"INSERT INTO \"{name}\" SELECT md5((-i)::text), 'x', now() + interval '1 hour' "
         "FROM generate_series(1, %s) i",
         (active,),
     )
@@ -63,10 +63,12 @@ def test_two_users_and_two_routes_meet_one_advisory_lock(pg_db):
         first = open_store(parse_address(_as(pg_db, "postgres", "localhost")))
         second = open_store(parse_address(_as(pg_db, other, "127.0.0.1")))
         try:
-            with first.cross_host_lock(first.address.identity):
-                with pytest.raises(SessionctlError) as caught:
-                    with second.cross_host_lock(second.address.identity):
-                        pass
+            with (
+                first.cross_host_lock(first.address.identity),
+                pytest.raises(SessionctlError) as caught,
+                second.cross_host_lock(second.address.identity),
+            ):
+                pass
             assert caught.value.code == 4
             assert "another sessionctl run" in str(caught.value)
         finally:
@@ -127,3 +129,33 @@ def test_an_unencoded_password_is_one_line_and_never_echoed(cli, userinfo):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     for part in (CANARY, "Zq7", "ss:", ":a:", ":12"):
         assert part not in result.stderr + result.stdout, result.stderr
+
+
+# --- times Python cannot hold ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pushdown", ["1", "0"])
+def test_infinite_and_out_of_range_times_are_that_rows_problem(cli, pg_db, monkeypatch, pushdown):
+    """Was: one `infinity` expiry (an application's "never expires") made every command exit
+    3 (`timestamp too large`): nothing could be cleaned. Now such a row is invalid, never
+    expired, and the rest is judged; SQL and Python agree."""
+    monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
+    _table(pg_db, expired=3, active=1)
+    odd = {"inf": "infinity", "neginf": "-infinity", "far": "20000-01-01", "bc": "0044-03-15 BC"}
+    for key, when in odd.items():
+        pg_db.execute("INSERT INTO django_session VALUES (%s, 'x', %s::timestamptz)", (key, when))
+    address = pg_db.address("django_session")
+    dry = json.loads(
+        cli("cleanup", "--store", address, "--expired", "--dry-run", "--format", "json").stdout
+    )
+    chosen = sorted(s["id"] for s in dry["sessions"])
+    assert len(chosen) == 3, dry
+    assert not set(chosen) & set(odd), chosen
+    invalid = json.loads(cli("validate", "--store", address, "--format", "json", code=None).stdout)
+    assert set(odd) <= {s["id"] for s in invalid["invalid"]}, invalid
+    real = json.loads(
+        cli("cleanup", "--store", address, "--expired", "--yes", "--format", "json").stdout
+    )
+    assert sorted(s["id"] for s in real["sessions"]) == chosen and real["deleted"] == 3, real
+    left = {key for (key,) in pg_db.query("SELECT session_key FROM django_session")}
+    assert set(odd) <= left and len(left) == len(odd) + 1

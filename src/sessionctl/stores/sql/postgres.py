@@ -414,6 +414,7 @@ class PostgresStore(TableStore):
             statement_timeout = getattr(settings, "statement_timeout", 60.0)
             conn.execute(f"SET lock_timeout = {int(lock_timeout * 1000)}")
             conn.execute(f"SET statement_timeout = {int(statement_timeout * 1000)}")
+            _lenient_times(conn)
         return conn
 
     def _scrub(self, text: str) -> str:
@@ -876,6 +877,29 @@ class PostgresStore(TableStore):
 
     def cross_host_lock(self, identity: str):
         return _AdvisoryLock(self, identity)
+
+
+def _lenient_times(conn) -> None:
+    """Dates and timestamps Python cannot hold (`infinity`, `-infinity`, years past 9999 or
+    BC) read as the text the server wrote, so one such row is that row's problem (the judge
+    finds no time in it: invalid, never expired), not the whole store's."""
+    from psycopg import DataError
+    from psycopg.types import datetime as types
+
+    for name, base in (
+        ("date", types.DateLoader),
+        ("timestamp", types.TimestampLoader),
+        ("timestamptz", types.TimestamptzLoader),
+    ):
+
+        class Lenient(base):
+            def load(self, data):
+                try:
+                    return super().load(data)
+                except DataError:
+                    return bytes(data).decode("utf-8", "replace")
+
+        conn.adapters.register_loader(name, Lenient)
 
 
 def _named(sql: str) -> str:
