@@ -530,6 +530,8 @@ class Pushdown:
         prefix = ["all"] if everything else []
         flags = "".join(f", ({c.reasons[code]}) > 0" for code in flagged)
         conn = store._writer_conn()
+        if store.max_batch:
+            batch = min(batch, store.max_batch)
         if c.duplicates:
             self._fill_duplicates(conn, c.sound)
         last = None

@@ -316,6 +316,7 @@ class MysqlStore(TableStore):
     text_bytes_mark = "%s"
     table_hint = "mysql://...?table=NAME"
     natural_batch = MAX_BATCH
+    max_batch = MAX_BATCH
     #: The judge's batch read does not lock (READ COMMITTED): lock the rows, judge them again.
     lock_then_recheck = True
 

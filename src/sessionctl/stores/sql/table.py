@@ -163,6 +163,8 @@ class TableStore(Store):
     #: Whether a write batch must lock its rows and judge them again (a database whose write
     #: transaction does not keep the application out, unlike SQLite's BEGIN IMMEDIATE).
     lock_then_recheck = False
+    #: Rows one delete transaction takes at most, whatever batch_size says (None: no cap).
+    max_batch: int | None = None
 
     def lock_rows(self, conn, keys: list) -> dict | None:
         """Lock these rows until the transaction ends (where the database locks rows); the
