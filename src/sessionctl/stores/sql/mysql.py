@@ -69,6 +69,8 @@ MAX_BATCH = 500
 LOCK_TABLE = "sessionctl_lock"
 LEASE_SECONDS = 600
 DEADLOCK, LOCK_WAIT_TIMEOUT = 1213, 1205
+#: Rows removed from which a cleanup says how the space comes back.
+LARGE_CLEANUP = 1000
 #: Server errors: access denied, unknown database, unknown table, command denied.
 ACCESS_DENIED, BAD_DB, NO_TABLE = 1045, 1049, 1146
 DENIED = (1142, 1143, 1044, 1227)
@@ -816,6 +818,25 @@ class MysqlStore(TableStore):
             (self.table,),
         )
         return int(rows[0][0]) if rows else 0
+
+    def space_note(self, removed: int) -> str | None:
+        """After a large cleanup: InnoDB keeps the freed pages for the table's new rows."""
+        if removed < LARGE_CLEANUP:
+            return None
+        try:
+            free = self.query(
+                "SELECT DATA_FREE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()"
+                " AND TABLE_NAME = %s",
+                (self.table,),
+            )
+        except SessionctlError:
+            free = []
+        size = f" ({int(free[0][0]) / 1e6:.1f} MB free in it now)" if free and free[0][0] else ""
+        return (
+            f"InnoDB keeps the space of the {removed} removed rows for {self.table}'s new rows"
+            f"{size}; OPTIMIZE TABLE `{self.table.replace('`', '``')}` gives it back to the "
+            "file system (it rebuilds the table)"
+        )
 
     def time_notes(self) -> list[str]:
         """How each time column is read (for --explain)."""
