@@ -159,3 +159,37 @@ def test_infinite_and_out_of_range_times_are_that_rows_problem(cli, pg_db, monke
     assert sorted(s["id"] for s in real["sessions"]) == chosen and real["deleted"] == 3, real
     left = {key for (key,) in pg_db.query("SELECT session_key FROM django_session")}
     assert set(odd) <= left and len(left) == len(odd) + 1
+
+
+# --- what a DELETE changes beyond the rows the archive keeps ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "ddl, named",
+    [
+        (
+            "CREATE RULE keep_k AS ON DELETE TO django_session"
+            " WHERE old.session_data = 'keep' DO INSTEAD NOTHING",
+            "rule keep_k",
+        ),
+        (
+            "CREATE TABLE carts (id int PRIMARY KEY, session_key varchar(40)"
+            " REFERENCES django_session ON DELETE SET NULL);"
+            " INSERT INTO carts SELECT 1, min(session_key) FROM django_session",
+            "ON DELETE SET NULL from carts",
+        ),
+    ],
+)
+def test_delete_rules_and_set_null_keys_are_refused_like_triggers(cli, pg_db, ddl, named):
+    """Was: a DO INSTEAD NOTHING rule kept rows the report counted removed (and archived), and
+    ON DELETE SET NULL emptied another table's column that no archive or restore keeps."""
+    _table(pg_db, expired=3, active=1)
+    pg_db.execute("UPDATE django_session SET session_data = 'keep'")
+    pg_db.execute(ddl)
+    before = pg_db.query("SELECT * FROM django_session ORDER BY 1")
+    address = pg_db.address("django_session")
+    refused = cli("cleanup", "--store", address, "--expired", "--yes", code=2)
+    assert named in refused.stderr and "--allow-triggers" in refused.stderr, refused.stderr
+    assert pg_db.query("SELECT * FROM django_session ORDER BY 1") == before
+    dry = cli("cleanup", "--store", address, "--expired", "--dry-run")
+    assert named in dry.stderr, dry.stderr

@@ -613,6 +613,20 @@ class PostgresStore(TableStore):
                 (f"{quote_identifier(self.schema)}.{quote_identifier(table)}",),
             )
             found.extend((table, name) for (name,) in rows)
+            # A DELETE rule (DO INSTEAD NOTHING keeps rows the report would call removed), and
+            # a foreign key ON DELETE SET NULL / SET DEFAULT (changes another table's rows):
+            # like a trigger, each changes what no archive keeps.
+            rows = self.query(
+                "SELECT 'rule ' || r.rulename FROM pg_rewrite r"
+                " WHERE r.ev_class = %s::regclass AND r.ev_type = '4'"
+                " UNION ALL SELECT 'foreign key ' || c.conname || ' ON DELETE '"
+                " || CASE c.confdeltype WHEN 'n' THEN 'SET NULL' ELSE 'SET DEFAULT' END"
+                " || ' from ' || c.conrelid::regclass::text FROM pg_constraint c"
+                " WHERE c.contype = 'f' AND c.confdeltype IN ('n', 'd')"
+                " AND c.confrelid = %s::regclass ORDER BY 1",
+                (f"{quote_identifier(self.schema)}.{quote_identifier(table)}",) * 2,
+            )
+            found.extend((table, name) for (name,) in rows)
         return found
 
     def _index_rows(self) -> list[tuple[bool, bool, list[str]]]:
