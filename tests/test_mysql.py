@@ -9,6 +9,7 @@ naming host:port/db and never a password; one run per store across processes (GE
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -585,3 +586,37 @@ def test_where_get_lock_is_refused_a_lease_row_keeps_a_second_run_out(mysql_db, 
         leased.close()
     finally:
         plain.close()
+
+
+def test_connection_killed_mid_cleanup_loses_nothing(mysql_db, tmp_path):
+    written = django_mysql_store(mysql_db, [-3600] * 8 + [3600])
+    env = {**os.environ, "NO_COLOR": "1", "SESSIONCTL_STATE_DIR": str(tmp_path / "state")}
+    env.pop("SESSIONCTL_PUSHDOWN", None)
+    run = [SESSIONCTL, "cleanup", "--store", mysql_db.address(), "--expired", "--yes"]
+    first = subprocess.Popen(
+        [*run, "--batch-size", "1", "--hook", "sleep 0.3"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 20
+    while mysql_db.count("django_session") > 7 and time.time() < deadline:
+        time.sleep(0.05)
+    for (thread,) in mysql_db.query(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> CONNECTION_ID()",
+        (mysql_db.name,),
+    ):
+        with contextlib.suppress(Exception):
+            mysql_db.execute(f"KILL {int(thread)}")
+    out, err = first.communicate(timeout=60)
+    assert first.returncode != 0, out
+    assert "Traceback" not in err and "internal error" not in err, err
+    assert "closed the connection" in err or "lost" in err.lower(), err
+    print(f"\nkilled run: exit {first.returncode}: {err.strip().splitlines()[-1]}")
+    left = {r[0] for r in mysql_db.query("SELECT session_key FROM django_session")}
+    gone = set(written.ids) - left
+    assert gone and gone <= {e["id"] for e in archived(tmp_path / "state")}
+    assert len(left) > 1  # it stopped part-way
+    second = subprocess.run(run, env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    assert {r[0] for r in mysql_db.query("SELECT session_key FROM django_session")} == set(
+        written.active
+    )
