@@ -5,6 +5,7 @@ Each test fails without the fix it names. Real server (tests/pg.py): a database 
 
 from __future__ import annotations
 
+import gzip
 import json
 import secrets
 from contextlib import contextmanager
@@ -193,3 +194,41 @@ def test_delete_rules_and_set_null_keys_are_refused_like_triggers(cli, pg_db, dd
     assert pg_db.query("SELECT * FROM django_session ORDER BY 1") == before
     dry = cli("cleanup", "--store", address, "--expired", "--dry-run")
     assert named in dry.stderr, dry.stderr
+
+
+# --- schedule install ---------------------------------------------------------------------------
+
+
+def test_schedule_install_runs_as_cron_and_says_the_password_stays_behind(
+    cli, pg_db, tmp_path, monkeypatch, state_dir
+):
+    """Was: a password written in the address was dropped from the crontab line without a
+    word, so every scheduled run against a server that wants it failed."""
+    from test_schedule import entry_lines, run_as_cron
+
+    cron_d = tmp_path / "cron.d"
+    cron_d.mkdir()
+    monkeypatch.setenv("SESSIONCTL_CRON_D", str(cron_d))
+    _table(pg_db, expired=4, active=2)
+    url = urlsplit(pg_db.address("django_session"))
+    address = url._replace(netloc=f"postgres:{CANARY}@{url.hostname}:{url.port or 5432}").geturl()
+    result = cli(
+        "schedule", "install", "pg-expired", "--cron", "*/20 * * * *", "--system", "--",
+        "cleanup", "--expired", "--store", address,
+    )  # fmt: skip
+    assert "password written in the store address is left out" in result.stderr
+    (path,) = cron_d.iterdir()
+    (line,) = entry_lines(path.read_text())
+    ran = run_as_cron(line, tmp_path, system=True)
+    assert (ran.returncode, ran.stderr) == (0, ""), ran.stderr
+    assert pg_db.count("django_session") == 2
+    everything = result.stdout + result.stderr + path.read_text()
+    for file in state_dir.rglob("*"):
+        if file.is_file():
+            data = file.read_bytes()
+            everything += (gzip.decompress(data) if file.suffix == ".gz" else data).decode(
+                "latin-1"
+            )
+    history = cli("history", "--store", pg_db.address("django_session"), "--format", "json")
+    assert json.loads(history.stdout)["totals"]["cleaned"] == 4
+    assert CANARY not in everything + history.stdout

@@ -260,6 +260,17 @@ def pin_cleanup_args(args: list[str], store_names: Collection[str]) -> list[str]
     return out
 
 
+def secret_left_out(text: str, store_names: Collection[str]) -> bool:
+    """Whether the address carries a password its pinned form leaves out (cron's runs will
+    need it from password_env, password_file or the driver's own files)."""
+    if text in store_names:
+        return False
+    try:
+        return parse_address(text).secret is not None
+    except SessionctlError:
+        return False
+
+
 def address_is_pinned(address: str, store_names: Collection[str]) -> bool:
     return address in store_names or pin_address(address, store_names) == address.strip()
 

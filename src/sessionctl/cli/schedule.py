@@ -222,6 +222,11 @@ def _prepare_cleanup(words: list[str], jitter: Optional[str]) -> list[str]:
     names = list(config.stores)
     params = _parse_cleanup(args)
     pinned = schedule.pin_cleanup_args(args, names)
+    if params["store"] is not None and schedule.secret_left_out(params["store"], names):
+        say(
+            "warning: the password written in the store address is left out of the crontab "
+            "line; give the scheduled runs the password through password_env or password_file"
+        )
     if params["store"] is None and os.environ.get(ENV_STORE):
         # Cron's environment will not have it: write it down.
         pinned += ["--store", schedule.pin_address(os.environ[ENV_STORE], names)]
