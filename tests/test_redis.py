@@ -464,9 +464,20 @@ def test_a_password_never_appears_and_a_wrong_one_is_one_line(
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now, with its cluster bus port (port + 10000) free too and below
+    65536 (an ephemeral port from the system may have neither)."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 30000)
+        try:
+            with socket.socket() as one, socket.socket() as bus:
+                one.bind(("127.0.0.1", port))
+                bus.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no free loopback port pair")
 
 
 @contextlib.contextmanager
@@ -486,13 +497,15 @@ def own_server(tmp_path: Path, *extra: str):
     )
     import redis
 
-    client = redis.Redis(port=port, socket_connect_timeout=1)
+    client = redis.Redis(port=port, socket_connect_timeout=1, socket_timeout=10)
     try:
         for _ in range(100):
             try:
                 client.ping()
                 break
             except redis.RedisError:
+                if proc.poll() is not None:
+                    raise AssertionError(f"redis-server {' '.join(extra)} exited") from None
                 time.sleep(0.05)
         yield port, proc, client
     finally:
@@ -613,3 +626,115 @@ def test_a_unix_socket_address(cli, tmp_path, state_dir):
         assert len(run_json(cli, "list", "--store", address)) == 3
         done = run_json(cli, "cleanup", "--store", address, "--no-ttl", "--yes")
         assert done["deleted"] == 3 and c.dbsize() == 0
+
+
+# --- Redis Cluster ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def own_cluster(tmp_path: Path):
+    """Three primaries of the test's own on loopback ports, joined by redis-cli --cluster."""
+    with contextlib.ExitStack() as stack:
+        nodes = [
+            stack.enter_context(
+                own_server(
+                    tmp_path,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                )  # fmt: skip
+            )
+            for _ in range(3)
+        ]
+        ports = [port for port, _, _ in nodes]
+        done = subprocess.run(
+            ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+             "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        import redis
+
+        for _ in range(200):
+            states = [c.cluster("info").get("cluster_state") for _, _, c in nodes]
+            if states == ["ok"] * 3:
+                break
+            time.sleep(0.05)
+        client = redis.RedisCluster(host="127.0.0.1", port=ports[0], socket_timeout=10)
+        try:
+            yield ports, client, [c for _, _, c in nodes]
+        finally:
+            client.close()
+
+
+def test_a_cluster_every_primarys_keys_are_seen_and_cleaned(cli, tmp_path, state_dir):
+    with own_cluster(tmp_path) as (ports, client, nodes):
+        now = time.time()
+        ids = {"ttl": [], "no_ttl": [], "expired": []}
+        for n in range(60):
+            what = ("ttl", "no_ttl", "expired")[n % 3]
+            expires = now + (-3600 if what == "expired" else 3600)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(expires))
+            value = json.dumps({"cookie": {"expires": stamp}, "n": n})
+            sid = f"c{n:03d}"
+            client.set(f"sess:{sid}", value, ex=3600 if what == "ttl" else None)
+            ids[what].append(sid)
+        client.set("cache:views:home", "<html>")
+        counts = [c.dbsize() for c in nodes]
+        assert all(counts), counts  # every primary holds some
+        address = f"redis://127.0.0.1:{ports[1]}/0"
+        stats = run_json(cli, "stats", "--store", address)
+        assert stats["total"] == 60 and stats["expired"] == 20
+        assert stats["store_figures"]["sessions_without_ttl"] == 40
+        plan = run_json(cli, "cleanup", "--store", address, "--expired", "--dry-run")
+        assert sorted(s["id"] for s in plan["sessions"]) == ids["expired"]
+        done = run_json(cli, "cleanup", "--store", address, "--no-ttl", "--yes")
+        assert done["deleted"] == 40
+        left = sorted(k.decode() for k in client.scan_iter(match="*", count=1000))
+        assert left == sorted(["cache:views:home", *[f"sess:{i}" for i in ids["ttl"]]])
+        run_json(cli, "restore", done["archive"], "--store", address)
+        assert client.ttl(f"sess:{ids['no_ttl'][0]}") == -1
+        assert sum(c.dbsize() for c in nodes) == 61
+        # One run across hosts: the lock key is on one node of the cluster.
+        other = open_store(parse_address(address))
+        try:
+            with other.cross_host_lock(parse_address(address).identity):
+                env = {"SESSIONCTL_STATE_DIR": str(tmp_path / "elsewhere")}
+                cli("cleanup", "--store", address, "--no-ttl", "--yes", env=env, code=4)
+        finally:
+            other.close()
+        assert sum(c.dbsize() for c in nodes) == 61
+
+
+def test_a_cluster_spring_layout_orphans_and_removal_across_slots(cli, tmp_path):
+    from sessionctl.stores.redis import _java_string
+
+    with own_cluster(tmp_path) as (ports, client, _nodes):
+        now_ms = int(time.time() * 1000)
+        ns = "spring:session:"
+        index = f"{ns}index:{PRINCIPAL_INDEX}:ann"
+        from redisfix import java_serialized_integer, java_serialized_long
+
+        for sid, last in (("0000live-0000", now_ms), ("0000old1-0000", now_ms - 3_600_000)):
+            client.hset(
+                f"{ns}sessions:{sid}",
+                mapping={
+                    "creationTime": java_serialized_long(last),
+                    "lastAccessedTime": java_serialized_long(last),
+                    "maxInactiveInterval": java_serialized_integer(1800),
+                },
+            )
+            client.expire(f"{ns}sessions:{sid}", 2100)
+            client.set(f"{ns}sessions:expires:{sid}", "", ex=1800)
+            client.sadd(index, _java_string(sid))
+        client.sadd(index, _java_string("0000gone-0000"))
+        address = f"redis://127.0.0.1:{ports[0]}/0"
+        done = run_json(cli, "cleanup", "--store", address, "--orphans", "--expired", "--yes")
+        assert done["by_reason"] == {"orphan": 1, "expired": 1}, done
+        assert {m for m in client.smembers(index)} == {_java_string("0000live-0000")}
+        assert not client.exists(f"{ns}sessions:0000old1-0000")
+        assert not client.exists(f"{ns}sessions:expires:0000old1-0000")
+        assert client.exists(f"{ns}sessions:0000live-0000")

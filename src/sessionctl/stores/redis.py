@@ -13,7 +13,8 @@ value, fields or expiry changed since it was read. Values that could run code wh
 (pickle, Marshal, Java serialization) are never decoded: they are opaque bytes, kept in the
 record as base64 for the archive and shown redacted.
 
-Redis Cluster is not supported yet: the store talks to one server.
+A Redis Cluster is told from the server and read through redis-py's RedisCluster (one SCAN cursor
+per primary; plain commands routed by slot where a script would span slots).
 """
 
 from __future__ import annotations
@@ -449,6 +450,7 @@ class RedisStore(Store):
         self._memory_total: int | None = None
         self._principals: dict[str, str] | None = None
         self._ttl_figures: tuple[int, list[int]] | None = None
+        self._cluster = False
 
     # connection and errors
 
@@ -539,8 +541,36 @@ class RedisStore(Store):
             client = self._new_client()
             with self._errors("connecting"):
                 client.ping()
+                clustered = self.address.param("scheme") != "unix" and bool(
+                    client.info("cluster").get("cluster_enabled")
+                )
+            if clustered:
+                # One cursor per primary, commands routed by slot: redis-py's RedisCluster.
+                client.close()
+                client = self._cluster_client()
+                with self._errors("connecting to the cluster"):
+                    client.ping()
+            self._cluster = clustered
             self._client = client
         return self._client
+
+    def _cluster_client(self):
+        redis = _redis()
+        address = self.address
+        if int(address.param("db", "0")) != 0:
+            raise usage_error(f"{self.where}: a Redis Cluster has database 0 only")
+        return redis.RedisCluster(
+            host=address.param("host"),
+            port=int(address.param("port", "6379")),
+            username=address.param("user"),
+            password=self._password,
+            ssl=address.param("scheme") == "rediss",
+            socket_connect_timeout=5,
+            socket_timeout=max(10.0, float(self.settings.statement_timeout)),
+        )
+
+    def _batch(self) -> _Batch:
+        return _Batch(self.client.pipeline(transaction=False), self._cluster)
 
     def close(self) -> None:
         if self._client is not None:
@@ -625,6 +655,8 @@ class RedisStore(Store):
         before the value: GET would reset it); keys gone since the scan are left out."""
         layout = self.layout
         idle = self._idle_ok()
+        if self.client is not None and self._cluster:
+            return self._read_pipelined(batch, idle, with_principals)
         script = self._script(READ_BATCH)
         principals = self._principal_map() if layout.type == "hash" and with_principals else {}
         records = []
@@ -657,6 +689,38 @@ class RedisStore(Store):
                     principals,
                 )
             )
+
+    def _read_pipelined(self, batch, idle: bool, with_principals: bool) -> list[Record]:
+        """`_read` in a cluster, where a script may not take keys of several slots: plain
+        commands in a pipeline that redis-py splits by node, in the same order."""
+        layout = self.layout
+        principals = self._principal_map() if layout.type == "hash" and with_principals else {}
+        records: list[Record] = []
+        with self._errors("reading sessions"):
+            seconds, micros = self.client.time()
+            pipe = self.client.pipeline(transaction=False)
+            for key, _ in batch:
+                pipe.object("idletime", key) if idle else pipe.exists(key)
+                pipe.type(key)
+                pipe.pttl(key)
+                pipe.memory_usage(key, samples=0)
+                pipe.hgetall(key) if layout.type == "hash" else pipe.get(key)
+            replies = pipe.execute(raise_on_error=False)
+        flat: list = [seconds, micros]
+        for n in range(len(batch)):
+            idletime, kind, pttl, memory, value = replies[5 * n : 5 * n + 5]
+            kind = kind if isinstance(kind, bytes) else b"none"
+            if isinstance(value, dict):
+                value = [part for pair in value.items() for part in pair]
+            flat += [
+                kind,
+                pttl if isinstance(pttl, int) else -2,
+                memory if isinstance(memory, int) else None,
+                idletime if idle and isinstance(idletime, int) else None,
+                None if isinstance(value, Exception) or kind.decode() != layout.type else value,
+            ]
+        self._records_of(batch, flat, principals, records)
+        return records
 
     def _script(self, text: str):
         scripts = self.__dict__.setdefault("_scripts", {})
@@ -900,7 +964,8 @@ class RedisStore(Store):
         namespace = self._spring_namespace() if spring else ""
         removable = [r for r in records if r.version[1] is not None]
         with self._errors("removing sessions"):
-            if removable and not spring and all(r.version[0] == "string" for r in removable):
+            strings = all(r.version[0] == "string" for r in removable)
+            if removable and not spring and strings and not self._cluster:
                 # A script call per SCRIPT_KEYS keys (they share no other key).
                 answers: list = []
                 for chunk in _chunks(removable, SCRIPT_KEYS):
@@ -909,11 +974,15 @@ class RedisStore(Store):
                     answers += self._script(DELETE_STRINGS)(keys=keys, args=args)
                 replies = iter(answers)
             else:
-                pipe = self.client.pipeline(transaction=False)
+                batch = self._batch()
                 for record in removable:
-                    keys, args = self._delete_args(record, spring, namespace)
-                    script(keys=keys, args=args, client=pipe)
-                replies = iter(pipe.execute(raise_on_error=False) if removable else [])
+                    # In a cluster the script takes the session's own key only (one slot).
+                    keys, args = self._delete_args(record, spring and not self._cluster, namespace)
+                    batch.script(script, keys, args)
+                answers = batch.execute() if removable else []
+                if spring and self._cluster:
+                    self._spring_leftovers(removable, answers, namespace)
+                replies = iter(answers)
         replies = [next(replies) if r.version[1] is not None else _UNREMOVABLE for r in records]
         for record, reply in zip(records, replies):
             if reply is _UNREMOVABLE:
@@ -929,6 +998,21 @@ class RedisStore(Store):
                 outcome.removed.append(record)
             else:
                 outcome.changed.append(record.key)
+
+    def _spring_leftovers(self, records: list[Record], answers: list, namespace: str) -> None:
+        """In a cluster: what goes with each removed Spring session (its expires key, its index
+        and expirations members), after it, as Spring's own delete does."""
+        pipe = self.client.pipeline(transaction=False)
+        for record, answer in zip(records, answers):
+            if answer != 1:
+                continue
+            keys, args = self._delete_args(record, True, namespace)
+            extra = int(args[3])
+            for key in keys[1 : 1 + extra]:
+                pipe.unlink(key)
+            for key, member in zip(keys[1 + extra :], args[5 : 5 + int(args[4])]):
+                pipe.srem(key, member)
+        pipe.execute(raise_on_error=False)
 
     def _delete_args(self, record: Record, spring: bool, namespace: str):
         kind, digest, deadline = record.version[:3]
@@ -1049,25 +1133,37 @@ class RedisStore(Store):
                 data = {"orphan": "lock", "lock": name, "value_b64": _b64(candidate.fingerprint)}
             records.append(Record(key=candidate.key, data=data, size=None))
         archive(records)
-        member_script = self.client.register_script(DROP_MEMBER)
-        lock_script = self.client.register_script(DROP_LOCK)
+        member_script = self._script(DROP_MEMBER)
+        lock_script = self._script(DROP_LOCK)
         namespace = self._spring_namespace()
         with self._errors("removing orphans"):
-            pipe = self.client.pipeline(transaction=False)
+            alive: dict = {}
+            if self._cluster:
+                # The set and the session's key lie in different slots: ask, then take out.
+                pipe = self.client.pipeline(transaction=False)
+                members = [c for c in candidates if c.key[0] == "index"]
+                for candidate in members:
+                    pipe.exists(_key_bytes(f"{namespace}sessions:{candidate.key[2]}"))
+                alive = dict(zip([c.key for c in members], pipe.execute()))
+            batch = self._batch()
             for candidate in candidates:
                 what, name, session_id = candidate.key
-                if what == "index":
-                    index_key = name
+                if what == "index" and self._cluster:
+                    if alive.get(candidate.key):
+                        batch.command("exists", b"")  # answers 0: left alone
+                    else:
+                        batch.command("srem", _key_bytes(name), candidate.fingerprint)
+                elif what == "index":
                     session_key = f"{namespace}sessions:{session_id}"
-                    member_script(
-                        keys=[_key_bytes(index_key), _key_bytes(session_key)],
-                        args=[candidate.fingerprint],
-                        client=pipe,
+                    batch.script(
+                        member_script,
+                        [_key_bytes(name), _key_bytes(session_key)],
+                        [candidate.fingerprint],
                     )
                 else:
                     digest = hashlib.sha1(candidate.fingerprint).hexdigest()
-                    lock_script(keys=[_key_bytes(name)], args=[digest], client=pipe)
-            replies = pipe.execute(raise_on_error=False)
+                    batch.script(lock_script, [_key_bytes(name)], [digest])
+            replies = batch.execute()
         for record, reply in zip(records, replies):
             if isinstance(reply, Exception):
                 outcome.failed[record.key] = self._fault(reply, "removing orphans").message
@@ -1119,7 +1215,13 @@ class RedisStore(Store):
         for chunk in _chunks(fresh, SCRIPT_KEYS):
             seen.update(chunk)
             with self._errors("measuring memory"):
-                replies = self._script(MEMORY_BATCH)(keys=chunk)
+                if self._cluster:
+                    pipe = self.client.pipeline(transaction=False)
+                    for key in chunk:
+                        pipe.memory_usage(key, samples=0)
+                    replies = pipe.execute(raise_on_error=False)
+                else:
+                    replies = self._script(MEMORY_BATCH)(keys=chunk)
             for key, size in zip(chunk, replies):
                 text = _key_text(key)[len(self.prefix) :]
                 group = self.prefix + (text.rpartition(":")[0] + ":" if ":" in text else "")
@@ -1151,20 +1253,21 @@ class RedisStore(Store):
     def insert(self, entries: list[dict], id_path: str | None) -> tuple[int, int]:
         restored = skipped = 0
         now = time.time()
-        hash_script = self.client.register_script(RESTORE_HASH)
+        hash_script = self._script(RESTORE_HASH)
         with self._errors("restoring sessions"):
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self._batch()
             planned = 0
             for entry in entries:
                 record = entry.get("record") or {}
                 key = entry.get("key")
                 if record.get("orphan") == "index member":
-                    pipe.sadd(_key_bytes(record["index"]), base64.b64decode(record["member_b64"]))
+                    member = base64.b64decode(record["member_b64"])
+                    pipe.command("sadd", _key_bytes(record["index"]), member)
                     planned += 1
                     continue
                 if record.get("orphan") == "lock":
                     lock = _key_bytes(record["lock"])
-                    pipe.set(lock, base64.b64decode(record["value_b64"]), nx=True)
+                    pipe.command("set", lock, base64.b64decode(record["value_b64"]), nx=True)
                     planned += 1
                     continue
                 if not isinstance(key, str):
@@ -1181,12 +1284,14 @@ class RedisStore(Store):
                     args: list[Any] = [ttl_ms]
                     for name, value in record["hash_b64"].items():
                         args += [base64.b64decode(name), base64.b64decode(value)]
-                    hash_script(keys=[_key_bytes(key)], args=args, client=pipe)
+                    pipe.script(hash_script, [_key_bytes(key)], args)
                 else:
                     value = base64.b64decode(record["value_b64"])
-                    pipe.set(_key_bytes(key), value, nx=True, px=ttl_ms if ttl_ms > 0 else None)
+                    pipe.command(
+                        "set", _key_bytes(key), value, nx=True, px=ttl_ms if ttl_ms > 0 else None
+                    )
                 planned += 1
-            replies = pipe.execute(raise_on_error=False) if planned else []
+            replies = pipe.execute() if planned else []
         for reply in replies:
             if isinstance(reply, Exception):
                 raise self._fault(reply, "restoring sessions")
@@ -1251,6 +1356,41 @@ def _chunks(items, size: int) -> Iterator[list]:
             batch = []
     if batch:
         yield batch
+
+
+class _Batch:
+    """Commands and scripts in one round trip; in a cluster, where redis-py runs no script in
+    a pipeline, the scripts go one by one after the pipeline. Replies in the order given, an
+    error reply as its exception."""
+
+    def __init__(self, pipe, cluster: bool):
+        self.pipe = pipe
+        self.cluster = cluster
+        self.order: list = []
+
+    def command(self, name: str, *args, **kwargs) -> None:
+        getattr(self.pipe, name)(*args, **kwargs)
+        self.order.append(None)
+
+    def script(self, script, keys, args) -> None:
+        if self.cluster:
+            self.order.append(lambda: script(keys=keys, args=args))
+        else:
+            script(keys=keys, args=args, client=self.pipe)
+            self.order.append(None)
+
+    def execute(self) -> list:
+        piped = iter(self.pipe.execute(raise_on_error=False) if None in self.order else [])
+        out = []
+        for item in self.order:
+            if item is None:
+                out.append(next(piped))
+                continue
+            try:
+                out.append(item())
+            except _redis().ResponseError as exc:
+                out.append(exc)
+        return out
 
 
 #: The reply of a key no script was run for (not a string or hash: it cannot be compared).
