@@ -232,3 +232,41 @@ def test_schedule_install_runs_as_cron_and_says_the_password_stays_behind(
     history = cli("history", "--store", pg_db.address("django_session"), "--format", "json")
     assert json.loads(history.stdout)["totals"]["cleaned"] == 4
     assert CANARY not in everything + history.stdout
+
+
+def _stats(cli, monkeypatch, address: str, pushdown: str) -> dict:
+    monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
+    shown = json.loads(cli("stats", "--store", address, "--format", "json").stdout)
+    keep = ("total", "active", "expired", "invalid", "by_reason")
+    return {key: shown[key] for key in keep}
+
+
+def test_numeric_nan_and_infinity_times_are_invalid_not_an_internal_error(cli, pg_db, monkeypatch):
+    """Was: exit 70 (OverflowError: cannot convert Infinity to integer) for a numeric
+    expiry column holding 'Infinity'."""
+    pg_db.execute("CREATE TABLE s (session_key text PRIMARY KEY, expires numeric)")
+    pg_db.execute(
+        "INSERT INTO s VALUES ('nan', 'NaN'), ('inf', 'Infinity'), ('ninf', '-Infinity'),"
+        " ('old', extract(epoch from now()) - 100), ('new', extract(epoch from now()) + 100)"
+    )
+    address = pg_db.address("s")
+    shown = [_stats(cli, monkeypatch, address, pushdown) for pushdown in ("1", "0")]
+    assert shown[0] == shown[1], shown
+    assert (shown[0]["expired"], shown[0]["invalid"]) == (1, 3), shown
+    result = cli("cleanup", "--store", address, "--expired", "--yes", "--format", "json")
+    assert [s["id"] for s in json.loads(result.stdout)["sessions"]] == ["old"]
+
+
+@pytest.mark.parametrize("column", ["timestamp", "timestamptz"])
+def test_infinite_times_are_judged_alike_in_sql_and_python(cli, pg_db, monkeypatch, column):
+    """Was: SQL took `infinity` for a time (future_timestamp), Python for no time at all
+    (bad_timestamp): stats differed with SESSIONCTL_PUSHDOWN=0."""
+    pg_db.execute(f"CREATE TABLE s (session_key text PRIMARY KEY, expires {column})")
+    pg_db.execute(
+        "INSERT INTO s VALUES ('inf', 'infinity'), ('ninf', '-infinity'),"
+        " ('old', now() - interval '1 hour'), ('new', now() + interval '1 hour')"
+    )
+    address = pg_db.address("s")
+    shown = [_stats(cli, monkeypatch, address, pushdown) for pushdown in ("1", "0")]
+    assert shown[0] == shown[1], shown
+    assert shown[0]["by_reason"] == {"bad_timestamp": 2, "expired": 1}, shown

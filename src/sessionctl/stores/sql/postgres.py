@@ -226,6 +226,8 @@ def _json_value(value):
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
     if isinstance(value, decimal.Decimal):
+        if not value.is_finite():  # NaN, Infinity: no number a time could be read from
+            return str(value)
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, uuid.UUID):
         return str(value)
@@ -269,13 +271,14 @@ class PostgresDialect(Dialect):
 
     def other_epoch(self, x: str, utc: bool) -> str | None:
         kind = self._type(x)
+        # `infinity` and `-infinity` are no time to Python (it reads them as text): left to it.
         if kind == "timestamp with time zone":
-            return f" WHEN {x} IS NOT NULL THEN extract(epoch from {x})::float8"
+            return f" WHEN isfinite({x}) THEN extract(epoch from {x})::float8"
         if kind == "timestamp without time zone":
             if x in self.server_zone:
-                return f" WHEN {x} IS NOT NULL THEN extract(epoch from {x}::timestamptz)::float8"
+                return f" WHEN isfinite({x}) THEN extract(epoch from {x}::timestamptz)::float8"
             if utc:
-                return f" WHEN {x} IS NOT NULL THEN extract(epoch from {x})::float8"
+                return f" WHEN isfinite({x}) THEN extract(epoch from {x})::float8"
         return None  # text times, dates: Python reads them
 
     def is_text(self, x: str) -> str:
