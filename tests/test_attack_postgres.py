@@ -270,3 +270,40 @@ def test_infinite_times_are_judged_alike_in_sql_and_python(cli, pg_db, monkeypat
     shown = [_stats(cli, monkeypatch, address, pushdown) for pushdown in ("1", "0")]
     assert shown[0] == shown[1], shown
     assert shown[0]["by_reason"] == {"bad_timestamp": 2, "expired": 1}, shown
+
+
+# --- search_path ----------------------------------------------------------------------------------
+
+
+def test_a_search_path_to_no_schema_says_so(cli, pg_db):
+    """Was: `has no table None.django_session (session-like tables: none)`."""
+    _table(pg_db)
+    with _role(pg_db) as other:
+        pg_db.execute(f'ALTER ROLE "{other}" IN DATABASE "{pg_db.name}" SET search_path = nowhere')
+        result = cli("stats", "--store", _as(pg_db, other), code=3)
+        assert "the search_path names no schema that exists" in result.stderr, result.stderr
+        assert "None" not in result.stderr
+        spelled = cli("stats", "--store", _as(pg_db, other) + "&schema=public", "--format", "json")
+        assert json.loads(spelled.stdout)["total"] == 5
+        pg_db.execute(f'ALTER ROLE "{other}" IN DATABASE "{pg_db.name}" RESET search_path')
+
+
+def test_a_search_path_schema_names_the_store(pg_db):
+    """The schema the search_path resolves to is spelled in the identity: a table of the same
+    name in `public` is another store (another lock, another history)."""
+    _table(pg_db)
+    pg_db.execute("CREATE SCHEMA app")
+    pg_db.execute("CREATE TABLE app.django_session (LIKE public.django_session INCLUDING ALL)")
+    with _role(pg_db) as other:
+        pg_db.execute(f'GRANT USAGE ON SCHEMA app TO "{other}"')
+        pg_db.execute(f'GRANT ALL ON app.django_session TO "{other}"')
+        pg_db.execute(f'ALTER ROLE "{other}" IN DATABASE "{pg_db.name}" SET search_path = app')
+        try:
+            store = open_store(parse_address(_as(pg_db, other)))
+            assert store.address.identity.endswith("/app.django_session"), store.address.identity
+            assert store.count() == 0
+            store.close()
+        finally:
+            pg_db.execute(f'REVOKE ALL ON app.django_session FROM "{other}"')
+            pg_db.execute(f'REVOKE USAGE ON SCHEMA app FROM "{other}"')
+            pg_db.execute(f'ALTER ROLE "{other}" IN DATABASE "{pg_db.name}" RESET search_path')

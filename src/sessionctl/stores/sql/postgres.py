@@ -361,6 +361,11 @@ class PostgresStore(TableStore):
         self._writer = None
         self._write_checked = False
         self.schema = params.get("schema") or self.query("SELECT current_schema()")[0][0]
+        if self.schema is None:
+            raise store_error(
+                f"{self.where}: the search_path names no schema that exists",
+                "give the table's schema: ?schema=NAME",
+            )
         self.server_zone = self.query("SHOW TimeZone")[0][0]
         self.table = self._choose_table(params.get("table"))
         self.columns = self._columns(self.table)
