@@ -742,3 +742,20 @@ def test_a_cluster_spring_layout_orphans_and_removal_across_slots(cli, tmp_path)
         assert not client.exists(f"{ns}sessions:0000old1-0000")
         assert not client.exists(f"{ns}sessions:expires:0000old1-0000")
         assert client.exists(f"{ns}sessions:0000live-0000")
+
+
+def test_missing_driver_is_one_line_with_the_install_commands(cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "redis", None)
+    line = one_line(cli("stats", "--store", "redis://cache.example:6379/0", code=3).stderr)
+    assert "pip install 'sessionctl[redis]'" in line and "pipx" in line, line
+
+
+def test_help_and_other_kinds_never_import_redis_py():
+    done = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from sessionctl.cli.app import app; "
+         "from sessionctl.stores import parse_address; parse_address('redis://h:1/0'); "
+         "print('redis' in sys.modules)"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.stdout.strip() == "False", done.stderr

@@ -132,8 +132,9 @@ def _redis():
     try:
         import redis
     except ImportError:
-        raise usage_error(
-            "a Redis store needs redis-py", "pip install 'sessionctl[redis]'"
+        raise store_error(
+            "Redis stores need redis-py, which is not installed",
+            "pip install 'sessionctl[redis]', or pipx inject sessionctl 'redis[hiredis]'",
         ) from None
     return redis
 
