@@ -36,7 +36,8 @@ test: venv
 bench: venv
 	$(BIN)/python bench/run.py
 
-# The 100k cases and start-up, printed rather than written to bench/RESULTS.md (under 3 minutes).
+# The 100k cases (the folder store at 10k) and start-up, printed, not written to
+# bench/RESULTS.md (under 3 minutes).
 bench-quick: venv
 	$(BIN)/python bench/run.py --quick
 
