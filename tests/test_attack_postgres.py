@@ -7,14 +7,21 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import secrets
+import subprocess
+import sys
+import time
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from sessionctl.domain.errors import SessionctlError
 from sessionctl.stores import open_store, parse_address
+
+SESSIONCTL = str(Path(sys.executable).parent / "sessionctl")
 
 
 def _table(db, name: str = "django_session", expired: int = 3, active: int = 2) -> None:
@@ -307,3 +314,37 @@ def test_a_search_path_schema_names_the_store(pg_db):
             pg_db.execute(f'REVOKE ALL ON app.django_session FROM "{other}"')
             pg_db.execute(f'REVOKE USAGE ON SCHEMA app FROM "{other}"')
             pg_db.execute(f'ALTER ROLE "{other}" IN DATABASE "{pg_db.name}" RESET search_path')
+
+
+# --- the lock's own connection lost mid-run -----------------------------------------------------
+
+
+def test_a_run_whose_lock_connection_dies_stops_before_its_next_batch(pg_db, tmp_path):
+    """Was: the advisory lock went with its connection (killed, or idle_session_timeout) and
+    the run went on removing while a second run, now let in, did the same: two at once."""
+    _table(pg_db, expired=12, active=1)
+    env = {**os.environ, "NO_COLOR": "1", "SESSIONCTL_STATE_DIR": str(tmp_path / "state")}
+    run = [SESSIONCTL, "cleanup", "--store", pg_db.address("django_session"), "--expired", "--yes"]
+    first = subprocess.Popen(
+        [*run, "--batch-size", "1", "--hook", "sleep 0.3"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 20
+    while pg_db.count("django_session") > 11 and time.time() < deadline:
+        time.sleep(0.05)
+    killed = pg_db.scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_locks"
+        " WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database"
+        " WHERE datname = %s)",
+        (pg_db.name,),
+    )
+    assert killed == 1
+    left_then = pg_db.count("django_session")
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 4, (out, err)
+    assert "lock" in err and "Traceback" not in err, err
+    # At most the batch under way when the lock went was finished.
+    assert pg_db.count("django_session") >= left_then - 1
+    second = subprocess.run(run, env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    assert pg_db.count("django_session") == 1

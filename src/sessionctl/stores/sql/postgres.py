@@ -831,8 +831,28 @@ class PostgresStore(TableStore):
         conn.execute("RELEASE SAVEPOINT sessionctl_delete")
         return failed
 
+    #: The connection holding the run's advisory lock, while one is held.
+    _lock_conn = None
+
+    def _check_still_locked(self) -> None:
+        """Before a batch: the run's lock is still held. It goes with its connection (killed,
+        or cut by idle_session_timeout), and then another run may start: this one stops."""
+        conn = self._lock_conn
+        if conn is None:
+            return
+        try:
+            conn.execute("SELECT 1")
+        except self.psycopg.Error:
+            raise busy_error(
+                f"{self.where}: the connection holding this run's lock "
+                "(pg_try_advisory_lock) was lost, so another run may start; stopped before the "
+                "next batch, and what was removed before is archived",
+                "run again to finish",
+            ) from None
+
     def remove(self, candidates: list[Candidate], archive: ArchiveFn) -> RemoveOutcome:
         """One short transaction in key order (see `retrying`)."""
+        self._check_still_locked()
         candidates = sorted(candidates, key=lambda c: (str(type(c.key)), c.key))
         return self.retrying(lambda: TableStore.remove(self, candidates, archive))
 
@@ -958,7 +978,12 @@ class _AdvisoryLock:
         self.conn = store._connect()
         with store.translate_errors("lock"):
             got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]
-        if not got:
+        if got:
+            # An idle connection may be cut by the server (PostgreSQL 14+), and the lock with it.
+            with contextlib.suppress(self.store.psycopg.Error):
+                self.conn.execute("SET idle_session_timeout = 0")
+            store._lock_conn = self.conn
+        else:
             self.conn.close()
             self.conn = None
             raise busy_error(
@@ -969,6 +994,7 @@ class _AdvisoryLock:
         return self
 
     def __exit__(self, *exc):
+        self.store._lock_conn = None
         if self.conn is not None:
             with contextlib.suppress(Exception):
                 self.conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
