@@ -425,3 +425,17 @@ def test_a_store_read_again_before_its_rewrite_is_compared_not_copied(tmp_path):
             assert _holds(fd, content)
         finally:
             os.close(fd)
+
+
+def test_sessions_of_an_array_share_their_key_names_and_keep_their_own_values(tmp_path):
+    """Each element is scanned alone; its key names are shared with the elements before it
+    (memory: a third of small sessions), never its values."""
+    from sessionctl.stores.jsonfile import Document
+
+    raw = b'[{"session_id": "a", "tags": [1]}, {"session_id": "b", "tags": [2]}, 7]'
+    document = Document(raw, tmp_path / "s.json")
+    first, second, third = document.container
+    assert [list(first), list(second)] == [["session_id", "tags"], ["session_id", "tags"]]
+    assert all(a is b for a, b in zip(first, second))
+    assert first == {"session_id": "a", "tags": [1]} and second == {"session_id": "b", "tags": [2]}
+    assert first["tags"] is not second["tags"] and third == 7
