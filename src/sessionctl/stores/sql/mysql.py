@@ -540,13 +540,10 @@ class MysqlStore(TableStore):
         """SQL: the row's key is in the list parameter `name` (PyMySQL writes it as a list)."""
         return f"{self.key_sql} IN :{name}"
 
-    def lock_rows(self, conn, keys: list) -> None:
-        marks = ",".join(["%s"] * len(keys))
-        conn.execute(
-            f"SELECT 1 FROM {self.qualified} WHERE {self.key_sql} IN ({marks})"
-            f" ORDER BY {self.key_sql} FOR UPDATE",
-            sorted(keys, key=_order),
-        ).fetchall()
+    def lock_rows(self, conn, keys: list) -> dict:
+        """Lock the rows in ascending key order, reading them whole as they are now (what the
+        archive gets: no second read)."""
+        return self._fetch(conn, keys)
 
     def pushdown(self, mapping, policy, tz, now: float):
         """Counting and selecting in SQL when it can judge exactly as Python would."""
