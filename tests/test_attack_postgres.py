@@ -348,3 +348,30 @@ def test_a_run_whose_lock_connection_dies_stops_before_its_next_batch(pg_db, tmp
     second = subprocess.run(run, env=env, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr
     assert pg_db.count("django_session") == 1
+
+
+# --- names psycopg would read as parameters -------------------------------------------------------
+
+
+def test_percent_in_table_and_column_names(cli, pg_db, state_dir):
+    """Was: a real cleanup of a table named `sess%s"ions` (or a column `session%key`) failed
+    with psycopg's `only '%s', '%b', '%t' are allowed as placeholders`; the dry run worked."""
+    pg_db.execute(
+        'CREATE TABLE "sess%s""ions" ("session%key" varchar(40) PRIMARY KEY,'
+        ' "data%(x)s" text, expire_date timestamptz NOT NULL)'
+    )
+    pg_db.execute(
+        "INSERT INTO \"sess%s\"\"ions\" SELECT 'p' || i, 'x', now() + (i - 3) * interval '1 hour'"
+        " FROM generate_series(1, 5) i"
+    )
+    address = pg_db.address('sess%s"ions')
+    field = ["--field", "id=session%key"]
+    dry = cli("cleanup", "--store", address, "--expired", "--dry-run", "-f", "json", *field)
+    chosen = sorted(s["id"] for s in json.loads(dry.stdout)["sessions"])
+    assert chosen == ["p1", "p2", "p3"]
+    real = cli("cleanup", "--store", address, "--expired", "--yes", "-f", "json", *field)
+    report = json.loads(real.stdout)
+    assert sorted(s["id"] for s in report["sessions"]) == chosen and report["deleted"] == 3
+    assert pg_db.scalar('SELECT count(*) FROM "sess%s""ions"') == 2
+    cli("restore", report["archive"])
+    assert pg_db.scalar('SELECT count(*) FROM "sess%s""ions"') == 5

@@ -416,7 +416,9 @@ class PostgresStore(TableStore):
 
     def _connect(self):
         with self.translate_errors("connect to"):
-            conn = self.psycopg.connect(self._conninfo(), autocommit=True)
+            conn = self.psycopg.connect(
+                self._conninfo(), autocommit=True, cursor_factory=_percent_safe_cursor()
+            )
             settings = self.settings
             lock_timeout = getattr(settings, "lock_timeout", 2.0)
             statement_timeout = getattr(settings, "statement_timeout", 60.0)
@@ -919,6 +921,40 @@ class PostgresStore(TableStore):
 
     def cross_host_lock(self, identity: str):
         return _AdvisoryLock(self, identity)
+
+
+def _percents_quoted(sql: str) -> str:
+    """`%` doubled inside quoted names and literals (a table or column may be named
+    `50%_off`), so psycopg takes only the bare `%s` as parameters."""
+    if "%" not in sql:
+        return sql
+    out, quote = [], None
+    for char in sql:
+        if quote is None and char in "\"'":
+            quote = char
+        elif char == quote:
+            quote = None
+        out.append("%%" if char == "%" and quote is not None else char)
+    return "".join(out)
+
+
+_CURSOR = None
+
+
+def _percent_safe_cursor():
+    """A cursor class whose positional-parameter queries keep the `%` of quoted names."""
+    global _CURSOR
+    if _CURSOR is None:
+        import psycopg
+
+        class PercentSafeCursor(psycopg.Cursor):
+            def execute(self, query, params=None, **kwargs):
+                if isinstance(query, str) and params is not None and not isinstance(params, dict):
+                    query = _percents_quoted(query)
+                return super().execute(query, params, **kwargs)
+
+        _CURSOR = PercentSafeCursor
+    return _CURSOR
 
 
 def _lenient_times(conn) -> None:
