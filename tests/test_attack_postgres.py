@@ -375,3 +375,71 @@ def test_percent_in_table_and_column_names(cli, pg_db, state_dir):
     assert pg_db.scalar('SELECT count(*) FROM "sess%s""ions"') == 2
     cli("restore", report["archive"])
     assert pg_db.scalar('SELECT count(*) FROM "sess%s""ions"') == 5
+
+
+# --- rows the database keeps ----------------------------------------------------------------------
+
+
+def _report(cli, address: str, *extra: str) -> dict:
+    result = cli(
+        "cleanup", "--store", address, "--expired", "--yes", "-f", "json", *extra, code=None
+    )
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("pushdown", ["1", "0"])
+def test_row_level_security_that_hides_rows_from_for_update(cli, pg_db, monkeypatch, pushdown):
+    """Was: exit 70 (KeyError) on the SQL path: FOR UPDATE sees only the rows an UPDATE
+    policy lets through, fewer than SELECT saw. Those rows stay, and nothing else breaks."""
+    monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
+    _table(pg_db, expired=4, active=1)
+    with _role(pg_db) as other:
+        pg_db.execute("ALTER TABLE django_session ENABLE ROW LEVEL SECURITY")
+        pg_db.execute("CREATE POLICY seen ON django_session FOR SELECT USING (true)")
+        pg_db.execute("CREATE POLICY gone ON django_session FOR DELETE USING (true)")
+        pg_db.execute(
+            "CREATE POLICY locked ON django_session FOR UPDATE USING (session_key <> md5('1'))"
+        )
+        report = _report(cli, _as(pg_db, other))
+    assert report["deleted"] == 3, report
+    left = {key for (key,) in pg_db.query("SELECT session_key FROM django_session")}
+    assert pg_db.scalar("SELECT md5('1')") in left and len(left) == 2
+
+
+@pytest.mark.parametrize("pushdown", ["1", "0"])
+@pytest.mark.parametrize("how", ["policy", "rule", "trigger"])
+def test_a_row_the_database_keeps_is_failed_not_removed(cli, pg_db, monkeypatch, pushdown, how):
+    """Was: a DELETE policy, a DO INSTEAD NOTHING rule or a trigger returning NULL (with
+    --allow-triggers) kept the row, and the report counted it removed."""
+    monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
+    _table(pg_db, expired=4, active=1)
+    kept = pg_db.scalar("SELECT md5('2')")
+    address, extra = pg_db.address("django_session"), ["--allow-triggers"]
+    with _role(pg_db) as other:
+        if how == "policy":
+            pg_db.execute("ALTER TABLE django_session ENABLE ROW LEVEL SECURITY")
+            pg_db.execute("CREATE POLICY p ON django_session USING (true)")
+            pg_db.execute(
+                f"CREATE POLICY d ON django_session AS RESTRICTIVE FOR DELETE"
+                f" USING (session_key <> '{kept}')"
+            )
+            address, extra = _as(pg_db, other), []
+        elif how == "rule":
+            pg_db.execute(
+                f"CREATE RULE r AS ON DELETE TO django_session"
+                f" WHERE old.session_key = '{kept}' DO INSTEAD NOTHING"
+            )
+        else:
+            pg_db.execute(
+                "CREATE FUNCTION keep() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN"
+                f" IF old.session_key = '{kept}' THEN RETURN NULL; END IF; RETURN old; END$$"
+            )
+            pg_db.execute(
+                "CREATE TRIGGER t BEFORE DELETE ON django_session"
+                " FOR EACH ROW EXECUTE FUNCTION keep()"
+            )
+        report = _report(cli, address, *extra)
+    assert (report["deleted"], report["failed"]) == (3, 1), report
+    assert [e["sessionId"] for e in report["errors"]] == [kept]
+    left = {key for (key,) in pg_db.query("SELECT session_key FROM django_session")}
+    assert kept in left and len(left) == 2

@@ -607,7 +607,12 @@ class Pushdown:
         )
         params = {**c.params, "keys": keys}
         params = {k: v for k, v in params.items() if f":{k}" in sql}
-        return self.store.fetch_rows(conn, sql, params), locked
+        rows = self.store.fetch_rows(conn, sql, params)
+        if locked is not None:
+            # A row the lock did not reach (row-level security lets FOR UPDATE see fewer rows
+            # than SELECT) is not the batch's to remove: it stays.
+            rows = [row for row in rows if row[0] in locked]
+        return rows, locked
 
     def _fill_duplicates(self, conn, sound: str) -> None:
         """The duplicate-id rowids as a temp table of `conn` (temp tables are per connection),

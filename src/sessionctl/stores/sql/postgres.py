@@ -816,9 +816,10 @@ class PostgresStore(TableStore):
     def delete_keys(self, conn, keys: list) -> dict:
         conn.execute("SAVEPOINT sessionctl_delete")
         try:
-            conn.execute(f"DELETE FROM {self.qualified} WHERE {self.key_sql} = ANY(%s)", (keys,))
+            sql = f"DELETE FROM {self.qualified} WHERE {self.key_sql} = ANY(%s)"
+            done = conn.execute(sql, (keys,)).rowcount
             conn.execute("RELEASE SAVEPOINT sessionctl_delete")
-            return {}
+            return self._kept(conn, keys) if done < len(keys) else {}
         except self.integrity_errors:
             conn.execute("ROLLBACK TO SAVEPOINT sessionctl_delete")
         failed = {}
@@ -831,7 +832,17 @@ class PostgresStore(TableStore):
                 conn.execute("ROLLBACK TO SAVEPOINT sessionctl_one")
                 failed[value] = f"database refused: {self._scrub(exc)}"
         conn.execute("RELEASE SAVEPOINT sessionctl_delete")
-        return failed
+        return {**self._kept(conn, [k for k in keys if k not in failed]), **failed}
+
+    def _kept(self, conn, keys: list) -> dict:
+        """The rows a DELETE left in place without an error (a row-level security policy
+        that hides them from DELETE, a DO INSTEAD rule, a trigger returning NULL): failed,
+        not counted removed."""
+        sql = f"SELECT {self.key_sql} FROM {self.qualified} WHERE {self.key_sql} = ANY(%s)"
+        return {
+            key: "the database kept the row (a row-level security policy, a rule or a trigger)"
+            for (key,) in conn.execute(sql, (keys,)).fetchall()
+        }
 
     #: The connection holding the run's advisory lock, while one is held.
     _lock_conn = None
