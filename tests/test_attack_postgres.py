@@ -443,3 +443,35 @@ def test_a_row_the_database_keeps_is_failed_not_removed(cli, pg_db, monkeypatch,
     assert [e["sessionId"] for e in report["errors"]] == [kept]
     left = {key for (key,) in pg_db.query("SELECT session_key FROM django_session")}
     assert kept in left and len(left) == 2
+
+
+# --- restore puts back what the table had -----------------------------------------------------
+
+
+def test_restore_gives_back_odd_columns_exactly(cli, pg_db):
+    """Was: restore failed outright on a generated column, an identity GENERATED ALWAYS, an
+    interval (archived as seconds) or a JSON scalar; a numeric of 23 digits came back as
+    12345678901234600000."""
+    pg_db.execute("CREATE TYPE mood AS ENUM ('on', 'off')")
+    pg_db.execute("CREATE DOMAIN expiry AS timestamptz")
+    pg_db.execute(
+        "CREATE TABLE s (id bigint PRIMARY KEY, session_key text UNIQUE, expires expiry,"
+        " status mood, twice int GENERATED ALWAYS AS (id * 2) STORED, payload jsonb, data json,"
+        " blob bytea, n numeric, tags text[], ttl interval, u uuid,"
+        " serial int GENERATED ALWAYS AS IDENTITY)"
+    )
+    pg_db.execute(
+        "INSERT INTO s (id, session_key, expires, status, payload, data, blob, n, tags, ttl, u)"
+        " VALUES (1, 'a', now() - interval '1 day', 'on', '{\"a\": [1, {\"c\": null}]}',"
+        " '{\"b\": 1}', '\\x00ff80', 1.5, '{x,\"y z\"}', '36 hours', gen_random_uuid()),"
+        " (2, 'b', now() - interval '1 day', 'off', '\"text\"', '[1, 2]', '', "
+        " 12345678901234567890.123, '{}', '-1 second', NULL),"
+        " (3, 'c', now() + interval '1 day', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
+    )
+    before = pg_db.scalar("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM s t")
+    address = pg_db.address("s")
+    report = _report(cli, address)
+    assert report["deleted"] == 2, report
+    cli("restore", report["archive"])
+    after = pg_db.scalar("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM s t")
+    assert after == before, pg_db.query("SELECT * FROM s ORDER BY id")

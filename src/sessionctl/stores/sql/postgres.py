@@ -228,7 +228,11 @@ def _json_value(value):
     if isinstance(value, decimal.Decimal):
         if not value.is_finite():  # NaN, Infinity: no number a time could be read from
             return str(value)
-        return int(value) if value == value.to_integral_value() else float(value)
+        if value == value.to_integral_value():
+            return int(value)
+        # A float where it holds the number; else its digits (the archive keeps them all, and
+        # the judge reads a numeric string as the number).
+        return float(value) if decimal.Decimal(repr(float(value))) == value else str(value)
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, (dict, list)):
@@ -909,17 +913,33 @@ class PostgresStore(TableStore):
         from psycopg.types.json import Json
 
         known = self._column_types(table)
-        names = [name for name in row if name in known]
-        values = []
+        target = f"{quote_identifier(self.schema)}.{quote_identifier(table)}"
+        # A generated column is computed again; an identity GENERATED ALWAYS is put back as
+        # it was (OVERRIDING SYSTEM VALUE); JSON scalars stay JSON; an interval was archived
+        # as seconds.
+        special = self.query(
+            "SELECT attname, attgenerated <> '', attidentity = 'a' FROM pg_attribute"
+            " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            (target,),
+        )
+        generated = {name for name, computed, _ in special if computed}
+        always = {name for name, _, identity in special if identity}
+        names = [name for name in row if name in known and name not in generated]
+        values, marks = [], []
         for name in names:
             value = decode_value(row[name])
-            if isinstance(value, (dict, list)) and "json" in known[name]:
+            mark = "%s"
+            if value is not None and known[name] in ("json", "jsonb"):
                 value = Json(value)
+            elif known[name] == "interval" and isinstance(value, (int, float)):
+                value, mark = float(value), "%s * interval '1 second'"
             values.append(value)
+            marks.append(mark)
         columns = ",".join(quote_identifier(n) for n in names)
-        marks = ",".join(["%s"] * len(names))
-        target = f"{quote_identifier(self.schema)}.{quote_identifier(table)}"
-        conn.execute(f"INSERT INTO {target} ({columns}) VALUES ({marks})", values)
+        overriding = " OVERRIDING SYSTEM VALUE" if always & set(names) else ""
+        conn.execute(
+            f"INSERT INTO {target} ({columns}){overriding} VALUES ({','.join(marks)})", values
+        )
 
     def prepare_restore(self, entry: dict, id_path: str | None, source_kind: str | None):
         record = entry.get("record")
