@@ -475,3 +475,25 @@ def test_restore_gives_back_odd_columns_exactly(cli, pg_db):
     cli("restore", report["archive"])
     after = pg_db.scalar("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM s t")
     assert after == before, pg_db.query("SELECT * FROM s ORDER BY id")
+
+
+def test_a_read_only_server_or_role_is_one_clear_line(cli, pg_db, state_dir):
+    """Was: `cannot execute SELECT FOR UPDATE in a read-only transaction`. Now the server
+    (or the role's default_transaction_read_only) is named read-only before anything is done;
+    a hot standby says so the same way (pg_is_in_recovery)."""
+    _table(pg_db, expired=3, active=1)
+    before = pg_db.query("SELECT * FROM django_session ORDER BY 1")
+    with _role(pg_db) as other:
+        pg_db.execute(
+            f'ALTER ROLE "{other}" IN DATABASE "{pg_db.name}"'
+            " SET default_transaction_read_only = on"
+        )
+        dry = cli("cleanup", "--store", _as(pg_db, other), "--expired", "--dry-run", "-f", "json")
+        assert json.loads(dry.stdout)["selected"] == 3
+        real = cli("cleanup", "--store", _as(pg_db, other), "--expired", "--yes", code=3)
+        pg_db.execute(f'ALTER ROLE "{other}" IN DATABASE "{pg_db.name}" RESET ALL')
+    line = real.stderr.strip().splitlines()[-1]
+    assert "is read-only (default_transaction_read_only)" in line, real.stderr
+    assert "nothing was changed" in line
+    assert pg_db.query("SELECT * FROM django_session ORDER BY 1") == before
+    assert not list(state_dir.rglob("*.ndjson.gz"))

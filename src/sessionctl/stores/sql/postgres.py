@@ -510,6 +510,16 @@ class PostgresStore(TableStore):
         its cascades reach, which the delete removes from too)."""
         if self._write_checked:
             return
+        standby, read_only = self.query(
+            "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'"
+        )[0]
+        if standby or read_only:
+            raise store_error(
+                f"PostgreSQL at {self.where_text} is read-only "
+                + ("(a hot standby)" if standby else "(default_transaction_read_only)")
+                + "; nothing was changed",
+                "run the cleanup against the primary" if standby else "ask for a writable role",
+            )
         for table in [self.table, *self.cascade_tables()]:
             name = f"{quote_identifier(self.schema)}.{quote_identifier(table)}"
             allowed = self.query("SELECT has_table_privilege(%s, 'DELETE')", (name,))[0][0]
