@@ -620,3 +620,33 @@ def test_connection_killed_mid_cleanup_loses_nothing(mysql_db, tmp_path):
     assert {r[0] for r in mysql_db.query("SELECT session_key FROM django_session")} == set(
         written.active
     )
+
+
+def test_a_run_whose_lock_connection_is_lost_stops_before_its_next_batch(mysql_db, tmp_path):
+    """GET_LOCK goes with its connection: a run that lost it could be joined by a second run,
+    so it stops (exit 4) before its next batch, what it removed archived."""
+    from sessionctl.stores import open_store, parse_address
+    from sessionctl.stores.sql.mysql import lock_name
+
+    written = django_mysql_store(mysql_db, [-3600] * 8 + [3600])
+    with open_store(parse_address(mysql_db.address())) as store:
+        name = lock_name(store.address.identity)
+    env = {**os.environ, "NO_COLOR": "1", "SESSIONCTL_STATE_DIR": str(tmp_path / "state")}
+    run = [SESSIONCTL, "cleanup", "--store", mysql_db.address(), "--expired", "--yes"]
+    first = subprocess.Popen(
+        [*run, "--batch-size", "1", "--hook", "sleep 0.3"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 20
+    while mysql_db.count("django_session") > 8 and time.time() < deadline:
+        time.sleep(0.05)
+    holder = mysql_db.scalar("SELECT IS_USED_LOCK(%s)", (name,))
+    assert holder, "the run holds no GET_LOCK"
+    mysql_db.execute(f"KILL {int(holder)}")
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 4, (out, err)
+    assert "the connection holding this run's lock was lost" in err, err
+    left = {r[0] for r in mysql_db.query("SELECT session_key FROM django_session")}
+    gone = set(written.ids) - left
+    assert gone and gone <= {e["id"] for e in archived(tmp_path / "state")}
+    assert len(left) > 1

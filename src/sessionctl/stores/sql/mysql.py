@@ -512,12 +512,28 @@ class MysqlStore(TableStore):
             ]
         return list(conn.execute(sql, list(params) if params else None).fetchall())
 
+    #: The run's cross-host lock, while one is held (checked before each batch).
+    _held_lock = None
+
+    def _check_still_locked(self) -> None:
+        """Before a batch: the run's lock is still held. GET_LOCK goes with its connection
+        (killed, or cut by the server), and then another run may start: this one stops."""
+        lock = self._held_lock
+        if lock is None or lock.still_held():
+            return
+        raise busy_error(
+            f"{self.where}: the connection holding this run's lock was lost, so another run may "
+            "start; stopped before the next batch, and what was removed before is archived",
+            "run again to finish",
+        )
+
     def retrying(self, batch):
         """A batch (one transaction) that meets a deadlock or a lock wait timeout is rolled
         back and tried again with backoff; after the last try the run stops (exit 4), with
         every batch before it removed and archived, and nothing of this one."""
         pause = BACKOFF
         for attempt in range(RETRIES + 1):
+            self._check_still_locked()
             try:
                 return batch()
             except self.pymysql.err.MySQLError as exc:
@@ -983,6 +999,7 @@ class _ServerLock:
         else:
             refusal = "GET_LOCK answered NULL"
         if got == 1:
+            self._hold()
             return self
         if got == 0:
             self.conn.close()
@@ -1003,9 +1020,32 @@ class _ServerLock:
             self.conn.close()
             self.conn = None
             raise self._busy(f"lease row in {LOCK_TABLE}")
+        self._hold()
         return self
 
+    def _hold(self) -> None:
+        # An idle connection is cut after wait_timeout (often minutes on managed servers),
+        # and GET_LOCK with it: this one waits as long as the server allows.
+        with contextlib.suppress(Exception):
+            self.conn.execute("SET SESSION wait_timeout = 31536000")
+        self.store._held_lock = self
+
+    def still_held(self) -> bool:
+        try:
+            if self.lease is not None:
+                row = self.conn.execute(
+                    f"SELECT holder FROM {LOCK_TABLE} WHERE name = %s", (self.name,)
+                ).fetchone()
+                return bool(row) and row[0] == self.lease.holder
+            row = self.conn.execute(
+                "SELECT IS_USED_LOCK(%s) = CONNECTION_ID()", (self.name,)
+            ).fetchone()
+            return bool(row and row[0])
+        except Exception:
+            return False
+
     def __exit__(self, *exc):
+        self.store._held_lock = None
         if self.lease is not None:
             self.lease.release()
         elif self.conn is not None:
