@@ -497,3 +497,24 @@ def test_a_read_only_server_or_role_is_one_clear_line(cli, pg_db, state_dir):
     assert "nothing was changed" in line
     assert pg_db.query("SELECT * FROM django_session ORDER BY 1") == before
     assert not list(state_dir.rglob("*.ndjson.gz"))
+
+
+# --- timeouts PostgreSQL reads otherwise ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "setting, value", [("lock_timeout", "0s"), ("statement_timeout", "0s"), ("lock_timeout", "30d")]
+)
+def test_a_timeout_of_zero_or_past_postgres_range_is_refused(cli, pg_db, tmp_path, setting, value):
+    """Was: 0 went to the server as `SET lock_timeout = 0`, which PostgreSQL reads as no limit
+    (a batch holding its row locks while it waits for ever); 30d was exit 3 with the server's
+    `Value exceeds integer range`."""
+    _table(pg_db)
+    config = tmp_path / "xdg-config" / "sessionctl" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        f'[stores.web]\naddress = "{pg_db.address("django_session")}"\n{setting} = "{value}"\n'
+    )
+    result = cli("cleanup", "--store", "web", "--expired", "--yes", code=2)
+    assert f"{setting} = {value}: PostgreSQL takes from 1ms to 24 days" in result.stderr
+    assert pg_db.count("django_session") == 5

@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from ...domain.errors import SessionctlError, busy_error, store_error, usage_error
 from ...domain.mapping import CANDIDATES, norm_name
 from ...domain.model import Record
+from ...domain.timeparse import format_duration
 from ..base import Address, ArchiveFn, Candidate, RemoveOutcome, StoreSettings, canonical_bytes
 from .judge import Dialect
 from .table import READ_PAGE, TableStore, decode_value, quote_identifier
@@ -418,16 +419,32 @@ class PostgresStore(TableStore):
         params.setdefault("connect_timeout", "10")
         return make_conninfo("", **params)
 
+    def _timeouts(self) -> tuple[int, int]:
+        """lock_timeout and statement_timeout in milliseconds. PostgreSQL reads 0 as "wait
+        for ever" (a batch would hold its locks while it waits): refused, as is what does not
+        fit PostgreSQL's integer."""
+        out = []
+        for name, default in (("lock_timeout", 2.0), ("statement_timeout", 60.0)):
+            seconds = getattr(self.settings, name, default)
+            millis = int(seconds * 1000)
+            if not 1 <= millis <= 2**31 - 1:
+                raise usage_error(
+                    f"{name} = {format_duration(seconds)}: PostgreSQL takes from 1ms to 24 "
+                    "days here "
+                    "(0 would mean waiting for ever)",
+                    f'give e.g. {name} = "{default:g}s"',
+                )
+            out.append(millis)
+        return out[0], out[1]
+
     def _connect(self):
+        lock_ms, statement_ms = self._timeouts()
         with self.translate_errors("connect to"):
             conn = self.psycopg.connect(
                 self._conninfo(), autocommit=True, cursor_factory=_percent_safe_cursor()
             )
-            settings = self.settings
-            lock_timeout = getattr(settings, "lock_timeout", 2.0)
-            statement_timeout = getattr(settings, "statement_timeout", 60.0)
-            conn.execute(f"SET lock_timeout = {int(lock_timeout * 1000)}")
-            conn.execute(f"SET statement_timeout = {int(statement_timeout * 1000)}")
+            conn.execute(f"SET lock_timeout = {lock_ms}")
+            conn.execute(f"SET statement_timeout = {statement_ms}")
             _lenient_times(conn)
         return conn
 
