@@ -491,8 +491,6 @@ def test_restore_never_replaces_a_file_the_application_wrote_meanwhile(
 ):
     """Between the check that a session's file is absent and the write, the application may
     write it: its file stays, the archived one is skipped."""
-    from sessionctl.stores import jsondir
-
     folder = tmp_path / "sessions"
     folder.mkdir()
     (folder / "s1.json").write_text(json.dumps(bash_record("s1", now)))
@@ -506,7 +504,8 @@ def test_restore_never_replaces_a_file_the_application_wrote_meanwhile(
             Path(path).write_text(newer)  # right after the check, before the write
         return found
 
-    monkeypatch.setattr(jsondir.os.path, "lexists", lexists_then_the_app_writes)
+    # The folder store (stores/files/folder.py) checks with os.path.lexists.
+    monkeypatch.setattr(os.path, "lexists", lexists_then_the_app_writes)
     out = json.loads(cli("restore", archive, "-f", "json").stdout)
     monkeypatch.undo()
     assert (out["restored"], out["skipped"]) == (0, 1)
