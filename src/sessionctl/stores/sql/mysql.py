@@ -294,6 +294,25 @@ class MysqlDialect(Dialect):
         return " ORDER BY _k"
 
 
+def _percents_quoted(sql: str) -> str:
+    """`%` doubled inside quoted names and literals (a table may be named `sess%s`), so
+    PyMySQL's `%` formatting of a query with parameters takes only the bare `%s`."""
+    if "%" not in sql:
+        return sql
+    out, quote, escaped = [], None, False
+    for char in sql:
+        if escaped:
+            escaped = False
+        elif quote == "'" and char == "\\":
+            escaped = True
+        elif quote is None and char in "\"'`":
+            quote = char
+        elif char == quote:
+            quote = None
+        out.append("%%" if char == "%" and quote is not None else char)
+    return "".join(out)
+
+
 class _Conn:
     """A PyMySQL connection with the `execute(sql, params) -> cursor` the neutral layer uses."""
 
@@ -302,6 +321,8 @@ class _Conn:
 
     def execute(self, sql: str, params=None):
         cursor = self.raw.cursor()
+        if params is not None:
+            sql = _percents_quoted(sql)
         cursor.execute(sql, None if params is None else tuple(params))
         return cursor
 

@@ -1,0 +1,42 @@
+"""Hostile tests of the MySQL/MariaDB store: odd names, odd addresses and option files, odd
+values, secrets. Each test fails without the fix it names. Real server (tests/mysql.py): a
+database of each test's own.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest  # noqa: F401
+
+
+def _django(db, name: str = "django_session", expired: int = 2, active: int = 2) -> None:
+    q = "`" + name.replace("`", "``") + "`"
+    db.execute(
+        f"CREATE TABLE {q} (session_key varchar(40) PRIMARY KEY, session_data longtext NOT NULL,"
+        " expire_date datetime(6) NOT NULL)"
+    )
+    for i in range(expired):
+        db.execute(f"INSERT INTO {q} VALUES ('old{i}', 'x', UTC_TIMESTAMP(6) - INTERVAL 1 HOUR)")
+    for i in range(active):
+        db.execute(f"INSERT INTO {q} VALUES ('new{i}', 'x', UTC_TIMESTAMP(6) + INTERVAL 1 HOUR)")
+
+
+def _keys(db, name: str = "django_session") -> list[str]:
+    q = "`" + name.replace("`", "``") + "`"
+    return sorted(k for (k,) in db.query(f"SELECT session_key FROM {q}"))
+
+
+def test_a_percent_in_the_table_name_does_not_break_the_real_run(cli, mysql_db, state_dir):
+    """Was: a table named sess%s passed the dry run, then the real cleanup failed with PyMySQL's
+    'not enough arguments for format string' (its % formatting took the name's %s)."""
+    _django(mysql_db, "sess%s")
+    address = mysql_db.address("sess%s")
+    dry = cli("cleanup", "--store", address, "--expired", "--dry-run", "--format", "json")
+    assert json.loads(dry.stdout)["selected"] == 2
+    real = cli("cleanup", "--store", address, "--expired", "--yes", "--format", "json")
+    assert json.loads(real.stdout)["deleted"] == 2, real.stderr
+    assert _keys(mysql_db, "sess%s") == ["new0", "new1"]
+    archive = next(state_dir.rglob("*.ndjson.gz"))
+    cli("restore", archive)
+    assert _keys(mysql_db, "sess%s") == ["new0", "new1", "old0", "old1"]
