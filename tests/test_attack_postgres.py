@@ -518,3 +518,19 @@ def test_a_timeout_of_zero_or_past_postgres_range_is_refused(cli, pg_db, tmp_pat
     result = cli("cleanup", "--store", "web", "--expired", "--yes", code=2)
     assert f"{setting} = {value}: PostgreSQL takes from 1ms to 24 days" in result.stderr
     assert pg_db.count("django_session") == 5
+
+
+def test_select_and_delete_without_update_is_one_line_before_anything_goes(cli, pg_db, state_dir):
+    """Was: the hint's own `GRANT SELECT, DELETE` got past the privilege check, then the first
+    batch's SELECT ... FOR UPDATE failed with `permission denied for table django_session`."""
+    _table(pg_db, expired=3, active=1)
+    with _role(pg_db) as other:
+        pg_db.execute(f'REVOKE ALL ON django_session FROM "{other}"')
+        pg_db.execute(f'GRANT SELECT, DELETE ON django_session TO "{other}"')
+        refused = cli("cleanup", "--store", _as(pg_db, other), "--expired", "--yes", code=3)
+        assert "no UPDATE privilege on public.django_session" in refused.stderr, refused.stderr
+        assert 'GRANT UPDATE ("session_key")' in refused.stderr
+        assert pg_db.count("django_session") == 4 and not list(state_dir.rglob("*.gz"))
+        pg_db.execute(f'GRANT UPDATE (session_key) ON django_session TO "{other}"')
+        report = _report(cli, _as(pg_db, other))
+        assert report["deleted"] == 3, report

@@ -546,6 +546,16 @@ class PostgresStore(TableStore):
                     "nothing was changed",
                     f"GRANT SELECT, DELETE ON {self.schema}.{table} TO the tool's user",
                 )
+        # A batch locks its rows (SELECT ... FOR UPDATE) before it deletes them, which
+        # PostgreSQL allows only with the UPDATE privilege on at least one column.
+        if not self.query("SELECT has_any_column_privilege(%s, 'UPDATE')", (self.qualified,))[0][0]:
+            raise store_error(
+                f"no UPDATE privilege on {self.schema}.{self.table} at {self.where_text}: a "
+                "batch locks its rows (SELECT ... FOR UPDATE) before it deletes them; nothing "
+                "was changed",
+                f"GRANT UPDATE ({quote_identifier(self.key_column)}) ON {self.qualified} TO the "
+                "tool's user (it is never used to change a row)",
+            )
         self._write_checked = True
 
     #: A batch locks the rows it chose (FOR UPDATE, in key order) and judges them again as
