@@ -40,3 +40,35 @@ def test_a_percent_in_the_table_name_does_not_break_the_real_run(cli, mysql_db, 
     archive = next(state_dir.rglob("*.ndjson.gz"))
     cli("restore", archive)
     assert _keys(mysql_db, "sess%s") == ["new0", "new1", "old0", "old1"]
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("password = Canary-pw-7f3e\nuser = root\n", "line 1 comes before any section header"),
+        ("[client]\nuser = root\nuser = x\npassword = Canary-pw-7f3e\n", "'user' is given twice"),
+        ("[client]\npassword = Canary-pw-7f3e\n[client]\nuser = root\n", "[client] is given twice"),
+        ("[client]\npassword = Canary-pw-7f3e\nport = Canary-pw-7f3e\n", "port in [client]"),
+        ("[client]\npassword = Canary-pw-7f3e\nport\n", "port in [client]"),
+        (b"\xff\xfe[client]\npassword = Canary-pw-7f3e\n", "not UTF-8"),
+        (None, "no such file"),
+    ],
+)
+def test_a_broken_option_file_is_one_line_without_its_text(cli, mysql_db, tmp_path, text, said):
+    """Was: exit 70 for each, and a file without a section header printed its first line:
+    'internal error: MissingSectionHeaderError: ... line: 1 'password = <the password>'';
+    a named option file that does not exist was silently ignored (another user connected)."""
+    _django(mysql_db)
+    path = tmp_path / "client.cnf"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    elif text is not None:
+        path.write_text(text)
+    address = f"{mysql_db.address('django_session')}&option_file={path}"
+    for command in (("stats",), ("cleanup", "--expired", "--dry-run")):
+        result = cli(*command, "--store", address, code=3)
+        output = result.stdout + result.stderr
+        assert "Canary-pw-7f3e" not in output
+        line = [x for x in result.stderr.splitlines() if x.strip()]
+        assert len(line) == 1 and said in line[0] and str(path) in line[0], output
+    assert len(_keys(mysql_db)) == 4

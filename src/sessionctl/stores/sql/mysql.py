@@ -165,6 +165,47 @@ def _option_file(params: dict[str, str]) -> str | None:
     return str(default) if default.is_file() else None
 
 
+def _check_option_file(path: str | None, named: bool) -> None:
+    """The option file PyMySQL is to read parses the way PyMySQL reads it; else one line that
+    names the file and the line, never a line's text (it may hold a password)."""
+    if not path:
+        return
+    if not Path(path).is_file():
+        if named:
+            raise store_error(f"option file {path}: no such file (or not a file)")
+        return
+    from pymysql.optionfile import Parser
+
+    parser = Parser()
+    why = None
+    try:
+        parser.read(path)
+    except configparser.MissingSectionHeaderError as exc:
+        why = f"line {exc.lineno} comes before any section header such as [client]"
+    except configparser.DuplicateOptionError as exc:
+        why = (
+            f"line {exc.lineno}: {exc.option!r} is given twice in [{exc.section}]"
+            " (PyMySQL reads each option once)"
+        )
+    except configparser.DuplicateSectionError as exc:
+        why = f"line {exc.lineno}: [{exc.section}] is given twice"
+    except configparser.ParsingError as exc:
+        lines = ", ".join(str(lineno) for lineno, _ in exc.errors[:3])
+        why = f"line {lines} cannot be read as option = value"
+    except configparser.Error as exc:
+        why = f"it cannot be parsed ({type(exc).__name__})"
+    except UnicodeDecodeError:
+        why = "it is not UTF-8 text"
+    except OSError as exc:
+        why = f"it cannot be read ({exc.strerror or type(exc).__name__})"
+    if why is None and parser.has_section("client") and parser.has_option("client", "port"):
+        port = configparser.RawConfigParser.get(parser, "client", "port")
+        if not (port or "").strip().strip("\"'").isdigit():
+            why = "port in [client] is not a number"
+    if why:
+        raise store_error(f"option file {path}: {why}", "it holds [client] and key = value lines")
+
+
 def _client_options(path: str | None) -> dict[str, str]:
     """The [client] section of an option file (what PyMySQL reads), for messages."""
     if not path:
@@ -352,6 +393,7 @@ class MysqlStore(TableStore):
         self.pymysql = _pymysql()
         params = dict(address.params)
         self.option_file = _option_file(params)
+        _check_option_file(self.option_file, named="option_file" in params)
         options = _client_options(self.option_file)
         self.database = params.get("database") or options.get("database") or None
         socket_path = params.get("unix_socket") or (
