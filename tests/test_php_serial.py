@@ -236,13 +236,16 @@ echo json_encode($out), "\n";
 """
 
 
-def test_the_php_handler_accepts_exactly_what_php_session_decode_accepts(php_cli, tmp_path):
-    """The differential test: 2,000 mutated `php`-handler payloads, PHP's own session_decode
-    and ours agree on which ones decode (enum cases aside: PHP needs the enum to exist)."""
+@pytest.mark.parametrize("handler, head", [("php", b"v|"), ("php_binary", b"\x01v")])
+def test_the_handlers_accept_exactly_what_php_session_decode_accepts(
+    php_cli, tmp_path, handler, head
+):
+    """The differential test: 2,000 mutated payloads, PHP's own session_decode and ours agree
+    on which ones decode (enum cases aside: PHP needs the enum to exist)."""
     import base64
 
     bodies = [p for p in _mutations(7, 3000) if b"E:" not in p and b"C:" not in p]
-    payloads = [b"v|" + p for p in bodies][:2000]
+    payloads = [head + p for p in bodies][:2000]
     done = subprocess.run(
         [
             php_binary(),
@@ -251,7 +254,7 @@ def test_the_php_handler_accepts_exactly_what_php_session_decode_accepts(php_cli
             "-d",
             "session.use_cookies=0",
             "-d",
-            "session.serialize_handler=php",
+            f"session.serialize_handler={handler}",
             "-r",
             _DECODE_PHP,
         ],
@@ -265,7 +268,7 @@ def test_the_php_handler_accepts_exactly_what_php_session_decode_accepts(php_cli
     differ = []
     for raw, accepted in zip(payloads, php_says, strict=True):
         try:
-            decode_session(raw, "php")
+            decode_session(raw, handler)
             ours = 1
         except PhpFormatError:
             ours = 0
