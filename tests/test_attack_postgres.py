@@ -534,3 +534,30 @@ def test_select_and_delete_without_update_is_one_line_before_anything_goes(cli, 
         pg_db.execute(f'GRANT UPDATE (session_key) ON django_session TO "{other}"')
         report = _report(cli, _as(pg_db, other))
         assert report["deleted"] == 3, report
+
+
+def test_a_hash_partitioned_table_is_cleaned_and_sized(cli, pg_db):
+    """Was: `Size 0 B` (pg_total_relation_size of a partitioned table counts none of its
+    partitions). The cleanup goes through the parent, dry run and real run alike."""
+    pg_db.execute(
+        "CREATE TABLE django_session (session_key varchar(40) PRIMARY KEY, session_data text"
+        " NOT NULL, expire_date timestamptz NOT NULL) PARTITION BY HASH (session_key)"
+    )
+    for remainder in (0, 1):
+        pg_db.execute(
+            f"CREATE TABLE part{remainder} PARTITION OF django_session"
+            f" FOR VALUES WITH (MODULUS 2, REMAINDER {remainder})"
+        )
+    pg_db.execute(
+        "INSERT INTO django_session SELECT md5(i::text), 'x',"
+        " now() + (2 * i - 11) * interval '30 minutes'"
+        " FROM generate_series(1, 10) i"
+    )
+    address = pg_db.address("django_session")
+    stats = json.loads(cli("stats", "--store", address, "-f", "json").stdout)
+    assert stats["size_bytes"] > 0, stats
+    dry = cli("cleanup", "--store", address, "--expired", "--dry-run", "-f", "json")
+    chosen = sorted(s["id"] for s in json.loads(dry.stdout)["sessions"])
+    report = _report(cli, address)
+    assert sorted(s["id"] for s in report["sessions"]) == chosen and len(chosen) == 5
+    assert pg_db.count("django_session") == 5

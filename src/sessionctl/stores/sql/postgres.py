@@ -784,7 +784,15 @@ class PostgresStore(TableStore):
         return self.query(f"SELECT COUNT(*) FROM {self.qualified}")[0][0]
 
     def size_bytes(self) -> int:
-        return self.query("SELECT pg_total_relation_size(%s::regclass)", (self.qualified,))[0][0]
+        # A partitioned table holds nothing itself: its partitions hold the rows.
+        return int(
+            self.query(
+                "SELECT pg_total_relation_size(%s::regclass) + COALESCE((SELECT"
+                " sum(pg_total_relation_size(relid)) FROM pg_partition_tree(%s::regclass)"
+                " WHERE relid <> %s::regclass), 0)",
+                (self.qualified,) * 3,
+            )[0][0]
+        )
 
     def space_note(self, removed: int) -> str | None:
         """After a large cleanup: the dead rows left in the table, and what reclaims them."""
