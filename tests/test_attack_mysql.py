@@ -72,3 +72,23 @@ def test_a_broken_option_file_is_one_line_without_its_text(cli, mysql_db, tmp_pa
         line = [x for x in result.stderr.splitlines() if x.strip()]
         assert len(line) == 1 and said in line[0] and str(path) in line[0], output
     assert len(_keys(mysql_db)) == 4
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "mysql://app:123/Canary7f3e@127.0.0.1:3306/db?table=django_session",
+        "mysql://app:Canary7f3e/x@127.0.0.1:3306/db?table=django_session",
+        "mysql://app:Cn@r:Canary7f3e/%?#pw@127.0.0.1/db?table=django_session",
+        "mysql://app:Canary7f3e?x@127.0.0.1:3306/db",
+        "mysql://app:Canary7f3e#x@127.0.0.1:3306/db",
+    ],
+)
+def test_an_unencoded_password_is_refused_without_echoing_any_of_it(cli, address):
+    """Was: a password holding / ? or # split the address early, and what followed its first
+    part was taken for the host, port or database and printed: `mysql://app:123/Canary...@h/db`
+    was 'cannot connect to MySQL at app:123/Canary...@h/db' (and that was the store's display)."""
+    result = cli("stats", "--store", address, code=2)
+    output = result.stdout + result.stderr
+    assert "Canary7f3e" not in output and "123/" not in output, output
+    assert "percent-encode" in output

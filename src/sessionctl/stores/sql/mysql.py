@@ -94,6 +94,15 @@ def parse_mysql_address(text: str) -> Address:
     scheme = url.scheme.lower()
     if scheme not in SCHEMES:
         raise usage_error(f"store {text.split(':')[0]}: is not a MySQL address")
+    if "#" in text or "@" in url.path or "@" in url.query:
+        # A password with an unencoded / ? # splits the address early: what then looks like a
+        # host, port or database is part of the password. Nothing of it is echoed.
+        raise usage_error(
+            f"store {scheme}://...: a '#' or an '@' after the host (a password's own / ? # @"
+            " not percent-encoded?)",
+            "percent-encode them (/ is %2F, ? is %3F, # is %23, @ is %40), or better give the"
+            " password by password_env, password_file or ~/.my.cnf",
+        )
     userinfo = url.netloc.rpartition("@")[0] if "@" in url.netloc else ""
     user, colon, password = userinfo.partition(":")
     hostport = url.netloc.rpartition("@")[2]
