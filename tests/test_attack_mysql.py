@@ -92,3 +92,48 @@ def test_an_unencoded_password_is_refused_without_echoing_any_of_it(cli, address
     output = result.stdout + result.stderr
     assert "Canary7f3e" not in output and "123/" not in output, output
     assert "percent-encode" in output
+
+
+def test_two_routes_and_two_users_meet_one_get_lock(mysql_db):
+    """Was: GET_LOCK's name came from the address's host spelling, so a run through
+    `localhost` (or a socket, or another Galera node's lease) and one through 127.0.0.1 took
+    two locks and went at once on one table."""
+    from urllib.parse import urlsplit
+
+    from sessionctl.domain.errors import SessionctlError
+    from sessionctl.stores import open_store, parse_address
+
+    _django(mysql_db)
+    user = f"a{mysql_db.name[-12:]}"
+    for host in ("%", "localhost"):
+        mysql_db.execute(f"CREATE USER '{user}'@'{host}'")
+        mysql_db.execute(f"GRANT ALL ON `{mysql_db.name}`.* TO '{user}'@'{host}'")
+    try:
+        url = urlsplit(mysql_db.address("django_session"))
+        first = open_store(
+            parse_address(url._replace(netloc=f"root@127.0.0.1:{url.port or 3306}").geturl())
+        )
+        second = open_store(
+            parse_address(
+                url._replace(netloc=f"{user}@localhost:{url.port or 3306}")
+                .geturl()
+                .replace("table=django_session", "table=DJANGO_SESSION")
+            )
+        )
+        try:
+            assert first.address.identity != second.address.identity  # two routes
+            with (
+                first.cross_host_lock(first.address.identity),
+                pytest.raises(SessionctlError) as caught,
+                second.cross_host_lock(second.address.identity),
+            ):
+                pass
+            assert caught.value.code == 4
+            with second.cross_host_lock(second.address.identity):  # released: free again
+                pass
+        finally:
+            first.close()
+            second.close()
+    finally:
+        for host in ("%", "localhost"):
+            mysql_db.execute(f"DROP USER '{user}'@'{host}'")

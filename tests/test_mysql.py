@@ -504,7 +504,7 @@ def test_a_second_run_on_any_host_exits_4(mysql_db, tmp_path):
 
     django_mysql_store(mysql_db, [-3600] * 3 + [3600])
     with open_store(parse_address(mysql_db.address())) as store:
-        name = lock_name(store.address.identity)
+        name = lock_name(store.lock_key)
     env = {**os.environ, "NO_COLOR": "1"}
     slow = subprocess.Popen(
         [SESSIONCTL, "cleanup", "--store", mysql_db.address(), "--expired", "--yes",
@@ -544,8 +544,8 @@ def test_the_lock_name_fits_get_lock_and_is_the_same_for_every_spelling(mysql_db
     )
     try:
         assert one.address.identity == two.address.identity
-        name = lock_name(one.address.identity)
-        assert len(name) <= 64 and name == lock_name(two.address.identity)
+        name = lock_name(one.lock_key)
+        assert len(name) <= 64 and name == lock_name(two.lock_key)
     finally:
         one.close()
         two.close()
@@ -630,7 +630,7 @@ def test_a_run_whose_lock_connection_is_lost_stops_before_its_next_batch(mysql_d
 
     written = django_mysql_store(mysql_db, [-3600] * 8 + [3600])
     with open_store(parse_address(mysql_db.address())) as store:
-        name = lock_name(store.address.identity)
+        name = lock_name(store.lock_key)
     env = {**os.environ, "NO_COLOR": "1", "SESSIONCTL_STATE_DIR": str(tmp_path / "state")}
     run = [SESSIONCTL, "cleanup", "--store", mysql_db.address(), "--expired", "--yes"]
     first = subprocess.Popen(

@@ -1028,6 +1028,15 @@ class MysqlStore(TableStore):
             return f"the table has no column {unknown[0]!r}"
         return None
 
+    @property
+    def lock_key(self) -> str:
+        """What the run's lock is named from: the database and table as the server knows them
+        (not the route: a host spelling, a socket, a Galera node or the user)."""
+        rows = self.query(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = DATABASE()"
+        )
+        return f"{rows[0][0] if rows else self.database}/{self.table}"
+
     def cross_host_lock(self, identity: str):
         return _ServerLock(self, identity)
 
@@ -1049,7 +1058,9 @@ class _ServerLock:
 
     def __init__(self, store: MysqlStore, identity: str):
         self.store = store
-        self.name = lock_name(identity)
+        # GET_LOCK's names belong to the server: the name says the table as the server knows
+        # it, so every route to it (127.0.0.1, localhost, a socket, another user) meets one lock.
+        self.name = lock_name(store.lock_key)
         self.conn: _Conn | None = None
         self.lease: _Lease | None = None
 
