@@ -99,6 +99,11 @@ SECRET_PATTERN = re.compile(
 )
 
 
+#: A payload of "*": every field of the record is payload but the store's own ($mtime, ...): a
+#: PHP session's variables are all the application's, none known to be safe to show.
+ALL_FIELDS = "*"
+
+
 def is_secret_name(name: str) -> bool:
     return norm_name(name) in PAYLOAD_NAMES or bool(SECRET_PATTERN.search(name))
 
@@ -108,6 +113,8 @@ def is_secret_path(path: str, payload: Iterable[str] = ()) -> bool:
     the path looks secret (`sess.user`, `auth.id`, `api_token`). Messages never quote it."""
     parts = split_path(path)
     tops = {p.split(".")[0] for p in payload}
+    if ALL_FIELDS in tops and not str(parts[0]).startswith("$"):
+        return True
     return parts[0] in tops or any(is_secret_name(part) for part in parts)
 
 
@@ -492,6 +499,7 @@ PRESETS: dict[str, Preset] = {
                 "group": None,
             },
             signature=frozenset({"$mtime", "$ctime"}),
+            payload=(ALL_FIELDS,),
             notes="idle timeout: session.gc_maxlifetime (--php-ini); "
             "judge by ctime as sessionclean does with --field accessed='$ctime'; "
             "a user id in $_SESSION as the group: --field group=user_id",

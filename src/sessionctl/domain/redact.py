@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any
 
-from .mapping import is_secret_name, is_secret_path
+from .mapping import ALL_FIELDS, is_secret_name, is_secret_path
 
 
 def _size_of(value: Any) -> int:
@@ -70,9 +70,14 @@ def redact_record(data: dict | None, payload: tuple[str, ...], show_secrets: boo
     if show_secrets:
         return json_safe(data)
     payload_names = {p.split(".")[0] for p in payload}
+    everything = ALL_FIELDS in payload_names
     out = {}
     for key, value in data.items():
-        if value is not None and (key in payload_names or is_secret_name(str(key))):
+        if value is not None and (
+            key in payload_names
+            or (everything and not str(key).startswith("$"))
+            or is_secret_name(str(key))
+        ):
             out[key] = redacted_marker(value)
         else:
             out[key] = _redact_nested(value)

@@ -398,7 +398,17 @@ class FolderStore(Store):
                 return False
             # The rename is atomic and never follows a symlink: whatever sits at `path` now is
             # what we examine, and anything the application writes from here on lands at `path`.
-            os.rename(path, trash)
+            try:
+                os.rename(path, trash)
+            except OSError as exc:
+                if exc.errno != errno.ENAMETOOLONG or lock_fd is None:
+                    raise
+                # A name too long to take the trash prefix (PHP ids run to 256 characters):
+                # removed in place, under its lock, if it is still the file read and locked.
+                if identity(os.lstat(path)) != expected:
+                    return False
+                os.unlink(path)
+                return True
             moved = os.lstat(trash)
             if stat.S_ISREG(moved.st_mode) and identity(moved) == expected:
                 os.unlink(trash)

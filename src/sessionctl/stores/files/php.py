@@ -67,9 +67,7 @@ class PhpCodec(Codec):
         return record
 
     def restore_problem(self, entry: dict, source_kind: str | None, own_kind: str) -> str | None:
-        raw = entry.get("file_b64") or (
-            entry.get("raw_b64") if entry.get("record") is None else None
-        )
+        raw = _archived_b64(entry)
         if not isinstance(raw, str):
             return (
                 "a PHP session file is restored only from its own bytes (archived from a php store)"
@@ -81,7 +79,16 @@ class PhpCodec(Codec):
         return None
 
     def restored_bytes(self, entry: dict) -> bytes:
-        return base64.b64decode(entry.get("file_b64") or entry["raw_b64"])
+        return base64.b64decode(_archived_b64(entry))
+
+
+def _archived_b64(entry: dict) -> str | None:
+    """The file's bytes as archived (base64): `file_b64`, or `raw_b64` for a session that did
+    not decode. An empty file (a session with no variables) is "", not missing."""
+    raw = entry.get("file_b64")
+    if raw is None and entry.get("record") is None:
+        raw = entry.get("raw_b64")
+    return raw
 
 
 def read_php_ini(path: str | os.PathLike) -> tuple[PhpSessionSettings, str]:
