@@ -561,3 +561,27 @@ def test_a_hash_partitioned_table_is_cleaned_and_sized(cli, pg_db):
     report = _report(cli, address)
     assert sorted(s["id"] for s in report["sessions"]) == chosen and len(chosen) == 5
     assert pg_db.count("django_session") == 5
+
+
+@pytest.mark.parametrize("pushdown", ["1", "0"])
+def test_a_uuid_primary_key_is_cleaned_archived_and_restored(cli, pg_db, monkeypatch, pushdown):
+    """Was: exit 70 (`Object of type UUID is not JSON serializable`) as the archive was
+    written: no uuid-keyed table could be cleaned."""
+    monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
+    pg_db.execute(
+        "CREATE TABLE s (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), session_id uuid"
+        " UNIQUE, expire_date timestamptz NOT NULL)"
+    )
+    pg_db.execute(
+        "INSERT INTO s (session_id, expire_date) SELECT gen_random_uuid(),"
+        " now() + (2 * i - 11) * interval '30 minutes' FROM generate_series(1, 10) i"
+    )
+    before = pg_db.scalar("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM s t")
+    address = pg_db.address("s")
+    dry = cli("cleanup", "--store", address, "--expired", "--dry-run", "-f", "json")
+    chosen = sorted(s["id"] for s in json.loads(dry.stdout)["sessions"])
+    report = _report(cli, address)
+    assert sorted(s["id"] for s in report["sessions"]) == chosen and len(chosen) == 5, report
+    assert pg_db.count("s") == 5
+    cli("restore", report["archive"])
+    assert pg_db.scalar("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM s t") == before

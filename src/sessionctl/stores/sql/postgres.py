@@ -446,6 +446,7 @@ class PostgresStore(TableStore):
             conn.execute(f"SET lock_timeout = {lock_ms}")
             conn.execute(f"SET statement_timeout = {statement_ms}")
             _lenient_times(conn)
+            _uuids_as_text(conn)
         return conn
 
     def _scrub(self, text: str) -> str:
@@ -1031,6 +1032,30 @@ def _percent_safe_cursor():
 
         _CURSOR = PercentSafeCursor
     return _CURSOR
+
+
+class UuidText(str):
+    """A uuid read as its text (JSON carries it: keys, archives, reports), sent back as a
+    uuid (a uuid column compared with text has no operator)."""
+
+    __slots__ = ()
+
+
+def _uuids_as_text(conn) -> None:
+    from psycopg.adapt import Dumper, Loader
+
+    class Load(Loader):
+        def load(self, data):
+            return UuidText(bytes(data).decode("ascii"))
+
+    class Dump(Dumper):
+        oid = conn.adapters.types["uuid"].oid
+
+        def dump(self, obj):
+            return str(obj).encode("ascii")
+
+    conn.adapters.register_loader("uuid", Load)
+    conn.adapters.register_dumper(UuidText, Dump)
 
 
 def _lenient_times(conn) -> None:
