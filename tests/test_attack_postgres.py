@@ -585,3 +585,39 @@ def test_a_uuid_primary_key_is_cleaned_archived_and_restored(cli, pg_db, monkeyp
     assert pg_db.count("s") == 5
     cli("restore", report["archive"])
     assert pg_db.scalar("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM s t") == before
+
+
+def test_restore_into_a_schema_looks_for_ids_in_that_schema(cli, pg_db):
+    """Was: restore's "is it there again?" check read `django_session` through the
+    search_path: public's same-named table, which holds the same ids, so every session
+    archived from app.django_session was skipped as present, and none came back."""
+    _table(pg_db, expired=3, active=1)
+    pg_db.execute("CREATE SCHEMA app")
+    pg_db.execute("CREATE TABLE app.django_session AS SELECT * FROM public.django_session")
+    pg_db.execute("ALTER TABLE app.django_session ADD PRIMARY KEY (session_key)")
+    address = pg_db.address("django_session", schema="app")
+    report = _report(cli, address)
+    assert report["deleted"] == 3 and pg_db.count("app.django_session") == 1
+    restored = cli("restore", report["archive"], "-f", "json")
+    assert pg_db.count("app.django_session") == 4, restored.stdout
+    assert pg_db.count("public.django_session") == 4
+
+
+def test_restore_with_a_bytea_key(cli, pg_db):
+    """Was: `cannot adapt type 'dict'` (the archived {"$b64": ...} key sent as it was), then
+    `operator does not exist: text = bytea`: no bytea-keyed session came back."""
+    pg_db.execute("CREATE TABLE s (session_key bytea PRIMARY KEY, expire_date timestamptz)")
+    pg_db.execute(
+        "INSERT INTO s SELECT decode(md5(i::text), 'hex'),"
+        " now() + (2 * i - 11) * interval '30 minutes' FROM generate_series(1, 10) i"
+    )
+    before = pg_db.scalar("SELECT md5(string_agg(t::text, '|' ORDER BY t.session_key)) FROM s t")
+    report = _report(cli, pg_db.address("s"))
+    assert report["deleted"] == 5
+    cli("restore", report["archive"])
+    assert (
+        pg_db.scalar("SELECT md5(string_agg(t::text, '|' ORDER BY t.session_key)) FROM s t")
+        == before
+    )
+    again = json.loads(cli("restore", report["archive"], "-f", "json").stdout)
+    assert again["skipped"] == 5, again

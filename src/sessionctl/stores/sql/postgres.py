@@ -779,7 +779,8 @@ class PostgresStore(TableStore):
         return super().find(session_id, id_path)
 
     def same_text(self, column: str) -> str:
-        return f"{quote_identifier(column)}::text = %s"
+        # Both as text: an id column of any type (uuid, integers, bytea) against the value.
+        return f"{quote_identifier(column)}::text = (%s)::text"
 
     def count(self) -> int:
         return self.query(f"SELECT COUNT(*) FROM {self.qualified}")[0][0]

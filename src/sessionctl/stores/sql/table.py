@@ -530,11 +530,13 @@ class TableStore(Store):
                     if (
                         id_column is not None
                         and conn.execute(
-                            f"SELECT 1 FROM {quote_identifier(self.table)} "
+                            # The table itself (PostgreSQL: its schema spelled, not the one
+                            # the search_path finds first).
+                            f"SELECT 1 FROM {self.qualified} "
                             # BINARY: under NOCASE, abc would pass for ABC, a session
                             # of its own to every other command.
                             f"WHERE {self.same_text(id_column)} LIMIT 1",
-                            (record.get(id_column),),
+                            (decode_value(record.get(id_column)),),
                         ).fetchone()
                     ):
                         skipped += 1
