@@ -650,3 +650,25 @@ def test_a_run_whose_lock_connection_is_lost_stops_before_its_next_batch(mysql_d
     gone = set(written.ids) - left
     assert gone and gone <= {e["id"] for e in archived(tmp_path / "state")}
     assert len(left) > 1
+
+
+def test_create_lock_table_on_the_command_line_makes_the_lease_table(mysql_db, monkeypatch, cli):
+    """`cleanup --create-lock-table` does what `create_lock_table = true` does, where GET_LOCK
+    is refused (stood in for as above)."""
+    from sessionctl.stores.sql import mysql as module
+
+    django_mysql_store(mysql_db, [-3600, 3600])
+    real = module._Conn.execute
+
+    def galera(self, sql, params=None):
+        if "GET_LOCK" in sql:
+            sql, params = "SELECT NULL", None
+        return real(self, sql, params)
+
+    monkeypatch.setattr(module._Conn, "execute", galera)
+    address = mysql_db.address()
+    result = cli("cleanup", "--expired", "-s", address, "--no-archive")
+    assert "--create-lock-table" in result.stderr
+    assert "sessionctl_lock" not in mysql_db.tables()
+    cli("cleanup", "--expired", "-s", address, "--no-archive", "--create-lock-table")
+    assert "sessionctl_lock" in mysql_db.tables()

@@ -242,6 +242,15 @@ def cleanup_command(
             "a request holds is always left alone. Example: cleanup --expired --check-open",
         ),
     ] = False,
+    create_lock_table: Annotated[
+        bool,
+        typer.Option(
+            "--create-lock-table",
+            help="MySQL/MariaDB: where the server refuses GET_LOCK (a Galera cluster), create the "
+            "small lease table sessionctl_lock so runs on other hosts are kept out. "
+            "Example: cleanup --expired --create-lock-table",
+        ),
+    ] = False,
     output: ObjectFormatOpt = ObjectFormat.table,
     quiet: QuietOpt = False,
     store: StoreArgs = None,
@@ -283,6 +292,8 @@ def cleanup_command(
         extra["lock"] = lock
     if check_open:
         extra["check_open"] = True
+    if create_lock_table:
+        extra["create_lock_table"] = True
     store_overrides(store)
     parse_now(store.now)
     if wait:

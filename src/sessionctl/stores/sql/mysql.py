@@ -1093,8 +1093,8 @@ class _ServerLock:
             self.lease = None
             print(
                 f"sessionctl: warning: {store.where} refuses GET_LOCK ({refusal}); runs on "
-                f"other hosts are not kept out (create_lock_table = true makes a lease table "
-                f"{LOCK_TABLE} for that)",
+                f"other hosts are not kept out (--create-lock-table, or create_lock_table = "
+                f"true, makes a lease table {LOCK_TABLE} for that)",
                 file=sys.stderr,
             )
             return self
@@ -1158,7 +1158,7 @@ class _Lease:
         )[0][0]
         if exists:
             return True
-        if not getattr(store.settings, "create_lock_table", False):
+        if not store.settings.create_lock_table:
             return False
         with store.translate_errors("create the lock table in"):
             self.conn.execute(
