@@ -621,3 +621,39 @@ def test_restore_with_a_bytea_key(cli, pg_db):
     )
     again = json.loads(cli("restore", report["archive"], "-f", "json").stdout)
     assert again["skipped"] == 5, again
+
+
+def test_a_sql_ascii_database_is_read_as_utf8(cli, pg_db, state_dir):
+    """Was: every command on a SQL_ASCII database exit 3 (`operator does not exist:
+    information_schema.sql_identifier = bytea`): psycopg hands SQL_ASCII text over as bytes."""
+    import psycopg
+
+    name = f"{pg_db.name}_ascii"
+    with psycopg.connect(pg_db.server_url, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE DATABASE \"{name}\" ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'"
+            " TEMPLATE template0"
+        )
+    url = urlsplit(pg_db.url)._replace(path=f"/{name}")
+    try:
+        with psycopg.connect(url.geturl(), autocommit=True) as conn:
+            conn.execute("SET client_encoding TO 'UTF8'")
+            conn.execute(
+                "CREATE TABLE django_session (session_key varchar(40) PRIMARY KEY,"
+                " session_data text NOT NULL, expire_date timestamptz NOT NULL)"
+            )
+            conn.execute(
+                "INSERT INTO django_session VALUES ('old', 'café', now() - interval '1 hour'),"
+                " ('new', 'x', now() + interval '1 hour')"
+            )
+        address = url._replace(query="table=django_session").geturl()
+        report = _report(cli, address)
+        assert [s["id"] for s in report["sessions"]] == ["old"], report
+        cli("restore", report["archive"])
+        with psycopg.connect(url.geturl(), autocommit=True) as conn:
+            conn.execute("SET client_encoding TO 'UTF8'")
+            rows = conn.execute("SELECT session_data FROM django_session ORDER BY 1").fetchall()
+        assert rows == [("café",), ("x",)]
+    finally:
+        with psycopg.connect(pg_db.server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

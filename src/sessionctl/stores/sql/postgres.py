@@ -447,6 +447,10 @@ class PostgresStore(TableStore):
             conn.execute(f"SET statement_timeout = {statement_ms}")
             _lenient_times(conn)
             _uuids_as_text(conn)
+            if conn.info.encoding == "ascii":
+                # A SQL_ASCII database: psycopg would hand every text value over as bytes
+                # (and send names as bytea). Its text read as UTF-8, as applications write it.
+                conn.execute("SET client_encoding TO 'UTF8'")
         return conn
 
     def _scrub(self, text: str) -> str:
