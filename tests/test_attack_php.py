@@ -105,3 +105,39 @@ def test_no_session_variable_is_shown_without_show_secrets(tmp_path, cli):
     assert isinstance(shown["record"]["$mtime"], float)  # and the file's times
     revealed = cli("inspect", "--store", store, "one", "--show-secrets", "-f", "json").stdout
     assert CANARY in revealed
+
+
+def _ini(tmp_path: Path, folder: Path) -> Path:
+    etc = tmp_path / "etc"
+    (etc / "conf.d").mkdir(parents=True)
+    ini = etc / "php.ini"
+    ini.write_text(f'[Session]\nsession.save_path = "{folder}"\nsession.gc_maxlifetime = 60\n')
+    return ini
+
+
+def test_odd_entries_in_conf_d_are_skipped_as_php_skips_them(tmp_path, cli):
+    # A FIFO named *.ini in conf.d hung the run (read_text blocked forever); PHP reads only
+    # the regular files there.
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "sess_one").write_bytes(b"user_id|i:1;")
+    ini = _ini(tmp_path, folder)
+    conf_d = ini.parent / "conf.d"
+    os.mkfifo(conf_d / "10-fifo.ini")
+    (conf_d / "20-loop.ini").symlink_to("20-loop.ini")
+    (conf_d / "30-folder.ini").mkdir()
+    (conf_d / "40-real.ini").write_text("session.gc_maxlifetime = 7\n")
+    _old(folder / "sess_one", days=30 / 86400)
+    out = cli("stats", "--store", "php:", "--php-ini", ini, "-f", "json")
+    # the regular file after the odd ones still counts: 7 s, not php.ini's 60 s
+    assert json.loads(out.stdout)["total"] == 1
+    shown = cli("inspect", "--store", "php:", "--php-ini", ini, "one", "-f", "json").stdout
+    assert json.loads(shown)["status"] == "expired"
+
+
+def test_a_php_ini_that_is_not_a_file_is_one_line_not_a_hang(tmp_path, cli):
+    from helpers import one_line_error
+
+    for bad in ("/dev/zero", str(tmp_path)):
+        out = cli("stats", "--store", "php:", "--php-ini", bad, code=2)
+        assert "php.ini" in one_line_error(out)

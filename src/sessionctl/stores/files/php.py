@@ -23,6 +23,7 @@ import base64
 import contextlib
 import os
 import re
+import stat
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -95,16 +96,11 @@ def read_php_ini(path: str | os.PathLike) -> tuple[PhpSessionSettings, str]:
     """The session settings of a php.ini file and of its SAPI's conf.d/*.ini (PHP reads those
     after it, in name order, as Debian installs them), and the file's name."""
     path = Path(path).expanduser()
-    texts = []
-    try:
-        texts.append(path.read_text(errors="replace"))
-        scan = path.parent / "conf.d"
-        if scan.is_dir():
-            texts.extend(p.read_text(errors="replace") for p in sorted(scan.glob("*.ini")))
-    except FileNotFoundError:
-        raise usage_error(f"php.ini {path} does not exist") from None
-    except OSError as exc:
-        raise usage_error(f"cannot read php.ini {path}: {exc.strerror or exc}") from None
+    texts = [_read_ini_file(path)]
+    scan = path.parent / "conf.d"
+    if scan.is_dir():
+        # As PHP scans it: only regular files (it skips a dangling link, a folder, a FIFO).
+        texts.extend(_read_ini_file(p) for p in sorted(scan.glob("*.ini")) if _regular(p))
     merged: dict[str, str] = {}
     for text in texts:
         try:
@@ -112,6 +108,44 @@ def read_php_ini(path: str | os.PathLike) -> tuple[PhpSessionSettings, str]:
         except ValueError as exc:
             raise usage_error(f"php.ini {path}: {exc}") from None
     return session_settings(merged, str(path)), str(path)
+
+
+#: A php.ini is tens of kilobytes; past this it is not one (`--php-ini /dev/zero`).
+MAX_INI_BYTES = 4 << 20
+
+
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _read_ini_file(path: Path) -> str:
+    """The text of an ini file: a regular file, read without blocking (a FIFO named *.ini in
+    conf.d hung the run) and bounded."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise usage_error(f"php.ini {path} does not exist") from None
+    except OSError as exc:
+        raise usage_error(f"cannot read php.ini {path}: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise usage_error(f"cannot read php.ini {path}: not a regular file")
+        data = os.read(fd, MAX_INI_BYTES + 1)
+        if len(data) > MAX_INI_BYTES:
+            raise usage_error(f"php.ini {path} is larger than {MAX_INI_BYTES >> 20} MB")
+        while chunk := os.read(fd, MAX_INI_BYTES):  # short reads of a growing file
+            data += chunk
+            if len(data) > MAX_INI_BYTES:
+                raise usage_error(f"php.ini {path} is larger than {MAX_INI_BYTES >> 20} MB")
+    except OSError as exc:
+        raise usage_error(f"cannot read php.ini {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", "replace")
 
 
 def detect_depth(folder: Path) -> int | None:
