@@ -54,6 +54,8 @@ LOCK_TTL_MS = 60_000
 DEADLINE_SLACK_MS = 2000
 #: A `_LOCK` key without expiry, idle longer than this, is left by a crashed request.
 STALE_LOCK_S = 3600
+#: The furthest expiry a restore writes (an edited archive's may overflow PEXPIRE).
+MAX_RESTORE_TTL_S = 100 * 365 * 86400
 #: The bounds (seconds) of the TTL distribution `stats` shows.
 TTL_BUCKETS = (
     ("<1h", 3600),
@@ -1090,9 +1092,7 @@ class RedisStore(Store):
         """(key, session id, value, pttl, idle seconds) of every phpredis `_LOCK` key."""
         layout = self.layout
         base = layout.base(self.prefix)
-        regex = re.compile(
-            f"^{re.escape(base)}{re.escape(layout.markers[0])}(?P<id>{layout.id_pattern})_LOCK$"
-        )
+        regex = _lock_regex(layout, self.prefix)
         keys = []
         for raw in self._scan(self._glob(base + layout.markers[0]) + b"*_LOCK"):
             match = regex.match(_key_text(raw))
@@ -1249,11 +1249,68 @@ class RedisStore(Store):
     # restore
 
     def prepare_restore(self, entry: dict, id_path: str | None, source_kind: str | None):
+        """Refuse (with why) what `insert` could not write whole, or would write anywhere but
+        one of this store's own keys: an archive may have been edited by hand."""
         record = entry.get("record")
-        if source_kind != self.kind or not isinstance(record, dict):
+        if source_kind != self.kind:
+            return "a Redis store takes back only what a Redis store's cleanup archived"
+        if record is None and isinstance(entry.get("raw_b64"), str):
+            # A value that did not decode (`cleanup --invalid`): its bytes, put back as they were.
+            record = entry["record"] = {"value_b64": entry["raw_b64"], "ttl_expires": None}
+        if not isinstance(record, dict):
             return "a Redis store takes back only what a Redis store's cleanup archived"
         if not any(k in record for k in ("value_b64", "hash_b64", "orphan")):
             return "the archive keeps no Redis value for it"
+        try:
+            return self._restore_refusal(entry, record)
+        except (ValueError, TypeError):
+            return "its archived value is not base64"
+
+    def _restore_refusal(self, entry: dict, record: dict) -> str | None:
+        def b64(value) -> bytes:
+            if not isinstance(value, str):
+                raise TypeError(value)
+            return base64.b64decode(value, validate=True)
+
+        layouts = [self.layout] if self.layout is not None else list(LAYOUTS)
+        orphan = record.get("orphan")
+        if orphan is not None:
+            if orphan == "lock":
+                name, raw = record.get("lock"), record.get("value_b64")
+                ok = [lay for lay in layouts if lay.name == "phpredis"]
+                pattern = ok and _lock_regex(ok[0], self.prefix)
+            elif orphan == "index member":
+                name, raw = record.get("index"), record.get("member_b64")
+                start = self._spring_namespace() + "index:" + SPRING_PRINCIPAL_INDEX + ":"
+                ok = [lay for lay in layouts if lay.name == "spring-redis"]
+                pattern = ok and re.compile(f"^{re.escape(start)}.+$", re.S)
+            else:
+                return f"unknown orphan kind {str(orphan)[:40]!r}"
+            if not isinstance(name, str) or not pattern or not pattern.match(name):
+                return "its key is not one of this store's lock or index keys"
+            b64(raw)
+            return None
+        key = entry.get("key")
+        kind = "hash" if "hash_b64" in record else "string"
+        if not isinstance(key, str) or not any(
+            lay.type == kind and lay.key_regex(self.prefix).match(key) for lay in layouts
+        ):
+            return f"its key is not a {kind} session key of this store (prefix {self.prefix!r})"
+        expires = record.get("ttl_expires")
+        if expires is not None:
+            if isinstance(expires, bool) or not isinstance(expires, (int, float)):
+                return "its ttl_expires is not a number"
+            if not expires - time.time() < MAX_RESTORE_TTL_S:  # also NaN and infinity
+                return "its ttl_expires lies more than 100 years ahead"
+        if kind == "hash":
+            fields = record["hash_b64"]
+            if not isinstance(fields, dict) or not fields:
+                return "its hash_b64 is not an object of fields"
+            for name, value in fields.items():
+                b64(name)
+                b64(value)
+        else:
+            b64(record.get("value_b64"))
         return None
 
     def insert(self, entries: list[dict], id_path: str | None) -> tuple[int, int]:
@@ -1344,6 +1401,12 @@ class RedisStore(Store):
                     client.register_script(LOCK_RELEASE)(keys=[lock_key], args=[token])
 
         return held()
+
+
+def _lock_regex(layout: Layout, prefix: str) -> re.Pattern:
+    """A phpredis `_LOCK` key under the prefix; the group `id` is its session's id."""
+    base = re.escape(layout.base(prefix)) + re.escape(layout.markers[0])
+    return re.compile(f"^{base}(?P<id>{layout.id_pattern})_LOCK$", re.S)
 
 
 def _ttl_bucket(seconds: float) -> int:

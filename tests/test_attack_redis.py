@@ -1,0 +1,133 @@
+"""Hostile input against the Redis store (issue 13): edited archives, hostile keys, races.
+
+Each test works under its own key prefix (`redis_space`); nothing here flushes the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import one_line_error
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _archive(path: Path, entries: list[dict]) -> Path:
+    header = {
+        "sessionctl_archive": 1,
+        "store": "edited",
+        "address": "edited",
+        "kind": "redis",
+        "table": None,
+        "id_field": "sid",
+        "created": "2026-01-01T00:00:00Z",
+    }
+    with gzip.open(path, "wt") as handle:
+        for item in [header, *entries]:
+            handle.write(json.dumps(item) + "\n")
+    return path
+
+
+def _session(key: str, **record) -> dict:
+    return {"key": key, "id": key.rpartition(":")[2], "reasons": [], "record": record}
+
+
+def test_restore_of_an_edited_archive_never_writes_outside_the_prefix(cli, redis_space, tmp_path):
+    """Keys, lock keys and index sets named outside the store's prefix are refused, one line
+    each; nothing lands there."""
+    victim = redis_space.prefix + "victim:"
+    value = _b64(b'{"cookie":{}}')
+    entries = [
+        _session(victim + "sess:out", sid="out", value_b64=value, ttl_expires=None),
+        _session("sess:noprefix", sid="np", value_b64=value, ttl_expires=None),
+        _session(redis_space.prefix + "cache:home", sid="c", value_b64=value, ttl_expires=None),
+        {"key": ["lock"], "record": {"orphan": "lock", "lock": victim + "l", "value_b64": value}},
+        {
+            "key": ["index"],
+            "record": {"orphan": "index member", "index": victim + "s", "member_b64": value},
+        },
+        _session(redis_space.prefix + "sess:fine", sid="fine", value_b64=value, ttl_expires=None),
+    ]
+    archive = _archive(tmp_path / "edited.ndjson.gz", entries)
+    address = redis_space.address() + "&preset=connect-redis"
+    result = cli("restore", archive, "--store", address, code=1)
+    assert result.stderr.count("not restored") == 5
+    assert redis_space.keys() == ["sess:fine"]
+    with redis_space.client() as r:
+        assert r.exists("sess:noprefix") == 0
+
+
+@pytest.mark.parametrize(
+    "record, why",
+    [
+        ({"value_b64": "!!!not base64", "ttl_expires": None}, "not base64"),
+        ({"value_b64": _b64(b"{}"), "ttl_expires": 1e30}, "100 years"),
+        ({"value_b64": _b64(b"{}"), "ttl_expires": float("inf")}, "100 years"),
+        ({"value_b64": _b64(b"{}"), "ttl_expires": "soon"}, "not a number"),
+        ({"value_b64": None, "ttl_expires": None}, "not base64"),
+    ],
+)
+def test_restore_of_a_hand_edited_value_or_ttl_is_one_refusal_not_exit_70(
+    cli, redis_space, tmp_path, record, why
+):
+    """Bad base64 or an infinite TTL was exit 70; a TTL past PEXPIRE's range failed the whole
+    batch (exit 3) after writing the entries before it."""
+    fine = _session(
+        redis_space.prefix + "sess:fine", sid="f", value_b64=_b64(b"{}"), ttl_expires=None
+    )
+    entries = [fine, _session(redis_space.prefix + "sess:bad", sid="b", **record)]
+    archive = _archive(tmp_path / "edited.ndjson.gz", entries)
+    address = redis_space.address() + "&preset=connect-redis"
+    result = cli("restore", archive, "--store", address, code=1)
+    assert why in one_line_error(result)
+    assert redis_space.keys() == ["sess:fine"]
+
+
+def test_restore_of_edited_spring_hashes_and_orphans_is_refused_not_a_crash(
+    cli, redis_space, tmp_path
+):
+    ns = redis_space.prefix + "spring:session:"
+    index = ns + "index:org.springframework.session.FindByIndexNameSessionRepository."
+    index += "PRINCIPAL_NAME_INDEX_NAME:ann"
+    entries = [
+        _session(ns + "sessions:abcdef012345", id="x", hash_b64={"!!": "x"}, ttl_expires=None),
+        _session(ns + "sessions:abcdef012346", id="y", hash_b64=["a"], ttl_expires=None),
+        {"key": ["index"], "record": {"orphan": "index member", "index": index}},
+        {"key": ["index"], "record": {"orphan": "what", "index": index}},
+        _session(
+            ns + "sessions:abcdef012347",
+            id="z",
+            hash_b64={_b64(b"creationTime"): _b64(b"1")},
+            ttl_expires=time.time() + 600,
+        ),
+    ]
+    archive = _archive(tmp_path / "edited.ndjson.gz", entries)
+    result = cli("restore", archive, "--store", redis_space.address("spring:session:"), code=1)
+    assert result.stderr.count("not restored") == 4 and "Traceback" not in result.stderr
+    assert redis_space.keys() == ["spring:session:sessions:abcdef012347"]
+    assert 590 <= redis_space.ttl("spring:session:sessions:abcdef012347") <= 600
+
+
+def test_a_value_removed_by_invalid_comes_back_from_its_archive(cli, redis_space):
+    """`cleanup --invalid` archived the bytes of a value that is not JSON (raw_b64), and
+    restore refused them: the session was gone for good."""
+    raw = b"bin\xff\xfe{not json"
+    with redis_space.client() as r:
+        r.set(redis_space.prefix.encode() + b"sess:broken\xff", raw)
+        r.set(redis_space.prefix + "sess:good", b'{"cookie":{}}')
+    address = redis_space.address() + "&preset=connect-redis"
+    done = json.loads(
+        cli("cleanup", "--store", address, "--invalid", "--yes", "--format", "json").stdout
+    )
+    assert done["deleted"] == 1
+    cli("restore", done["archive"], "--store", address)
+    with redis_space.client() as r:
+        assert r.get(redis_space.prefix.encode() + b"sess:broken\xff") == raw
