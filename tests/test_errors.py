@@ -204,3 +204,36 @@ def test_a_mapping_naming_missing_columns_is_refused(cli, tmp_path):
     line = one_line_error(cli("list", "-s", db, "--field", "id=id", code=USAGE))
     assert "'id' is not a column" in line
     assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "args,says",
+    [
+        (["list", "--bogus"], "No such option: --bogus (see 'sessionctl list -h')"),
+        (["cleanup", "--expired", "--batch-size", "0"], "Invalid value for '--batch-size'"),
+        (["list", "--idle-from", "bogus"], "'--idle-from'"),
+        (["schedule", "bogus"], "No such command 'bogus'"),
+        (["bogus"], "No such command 'bogus'"),
+    ],
+)
+def test_usage_errors_of_the_installed_command_are_one_line(tmp_path, args, says):
+    store = tmp_path / "s.json"
+    store.write_text("[]")
+    done = subprocess.run(
+        [sys.executable, "-m", "sessionctl", *args, "-s", str(store)][: len(args) + 3],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SESSIONCTL_STATE_DIR": str(tmp_path / "state")},
+    )
+    assert done.returncode == USAGE, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sessionctl: "), done.stderr
+    assert says in lines[0]
+
+
+def test_the_bare_command_still_shows_its_help():
+    done = subprocess.run([sys.executable, "-m", "sessionctl"], capture_output=True, text=True)
+    assert done.returncode == USAGE
+    assert "Usage: sessionctl [OPTIONS] COMMAND" in done.stdout + done.stderr
+    assert "cleanup" in done.stdout + done.stderr

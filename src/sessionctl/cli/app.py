@@ -1,6 +1,7 @@
 """The `sessionctl` command: the Typer app and its entry point."""
 
 import os
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -26,7 +27,8 @@ COMPLETE_VAR = "_SESSIONCTL_COMPLETE"
 HELP = """Look after application session stores: see what is in them, find what is broken,
 remove what has expired, from a shell, cron or CI.
 
-Stores: a JSON file, a folder of JSON files, a SQLite table. Exit codes: 0 ok, 1 findings
+Stores: a JSON file, a folder of JSON files, PHP session files, a table in SQLite,
+PostgreSQL or MySQL/MariaDB, keys in Redis. Exit codes: 0 ok, 1 findings
 (invalid sessions, a crossed threshold, some deletions failed), 2 usage, 3 store unusable,
 4 busy, 5 nothing could be removed.
 
@@ -98,4 +100,33 @@ def main() -> None:
         import typer.completion
 
         typer.completion.completion_init()
-    app(prog_name="sessionctl")
+        app(prog_name="sessionctl")
+        return
+    sys.exit(run(sys.argv[1:]))
+
+
+def run(args: list[str]) -> int:
+    """Run one command line; a usage error (an unknown option, a value out of range) is one
+    line on stderr like every other error, not Click's usage block."""
+    # Typer vendors its own Click (since 0.26; pinned below 0.30 in pyproject.toml).
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
+    from .common import say
+
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args, prog_name="sessionctl", standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        exc.show()  # `sessionctl` alone: the help, as before
+        return exc.exit_code
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "sessionctl"
+        say(f"{' '.join(exc.format_message().split())} (see '{where} -h')")
+        return exc.exit_code
+    except ClickException as exc:
+        say(" ".join(exc.format_message().split()))
+        return exc.exit_code
+    except typer.Abort:
+        say("aborted")
+        return 1
+    return code if isinstance(code, int) else 0
