@@ -137,3 +137,74 @@ def test_two_routes_and_two_users_meet_one_get_lock(mysql_db):
     finally:
         for host in ("%", "localhost"):
             mysql_db.execute(f"DROP USER '{user}'@'{host}'")
+
+
+def _engine_table(db, engine: str) -> None:
+    db.execute(
+        "CREATE TABLE django_session (session_key varchar(40) PRIMARY KEY,"
+        " session_data longtext NOT NULL, expire_date datetime(6) NOT NULL)"
+        f" ENGINE={engine}"
+    )
+    db.execute(
+        "INSERT INTO django_session VALUES ('old0', 'x', UTC_TIMESTAMP(6) - INTERVAL 1 HOUR),"
+        " ('old1', 'x', UTC_TIMESTAMP(6) - INTERVAL 1 HOUR),"
+        " ('new0', 'x', UTC_TIMESTAMP(6) + INTERVAL 1 HOUR)"
+    )
+
+
+@pytest.mark.parametrize("pushdown", ["1", "0"])
+@pytest.mark.parametrize("engine", ["Aria", "MyISAM"])
+def test_a_table_without_transactions_is_cleaned_and_restored(
+    cli, mysql_db, state_dir, monkeypatch, engine, pushdown
+):
+    """Was (Aria): every batch failed on 'The storage engine for the table doesn't support
+    SAVEPOINT' after its rows were archived: nothing could be removed, nor restored."""
+    monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
+    _engine_table(mysql_db, engine)
+    address = mysql_db.address("django_session")
+    result = cli("cleanup", "--store", address, "--expired", "--yes", "--format", "json")
+    assert json.loads(result.stdout)["deleted"] == 2, result.stderr
+    assert _keys(mysql_db) == ["new0"]
+    cli("restore", next(state_dir.rglob("*.ndjson.gz")))
+    assert _keys(mysql_db) == ["new0", "old0", "old1"]
+
+
+@pytest.mark.parametrize("pushdown", ["1", "0"])
+def test_on_myisam_a_session_renewed_during_the_batch_is_not_removed(
+    cli, mysql_db, monkeypatch, pushdown
+):
+    """Was: MyISAM has no row locks (FOR UPDATE locks nothing), so an application renewing a
+    session between the batch's compare and its DELETE had its write succeed, then the row
+    removed. Now the batch holds the table (LOCK TABLES ... WRITE): the renewal lands before
+    the batch reads the row (it stays) or after it is gone (the UPDATE matches nothing)."""
+    import threading
+
+    from sessionctl.stores.sql.mysql import MysqlStore
+
+    monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
+    _engine_table(mysql_db, "MyISAM")
+    touched: list[int] = []
+    threads: list[threading.Thread] = []
+    attach = MysqlStore._attach_children
+
+    def renew() -> None:
+        touched.append(
+            mysql_db.execute(
+                "UPDATE django_session SET expire_date = UTC_TIMESTAMP(6) + INTERVAL 1 DAY"
+                " WHERE session_key = 'old0'"
+            )
+        )
+
+    def between(self, conn, rows):  # after the compare, before the DELETE
+        if not threads:
+            threads.append(threading.Thread(target=renew))
+            threads[0].start()
+            threads[0].join(timeout=1.0)
+        return attach(self, conn, rows)
+
+    monkeypatch.setattr(MysqlStore, "_attach_children", between)
+    cli("cleanup", "--store", mysql_db.address("django_session"), "--expired", "--yes")
+    threads[0].join(timeout=10)
+    assert touched, "the application's write never finished"
+    # The application's UPDATE said it renewed the session: then the session is there.
+    assert touched[0] == 0 or "old0" in _keys(mysql_db), touched

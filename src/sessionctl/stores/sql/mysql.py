@@ -369,8 +369,15 @@ class _Conn:
     def __init__(self, raw):
         self.raw = raw
 
+    #: On a table without transactions: SAVEPOINT, RELEASE and ROLLBACK TO are skipped.
+    no_savepoints = False
+
     def execute(self, sql: str, params=None):
         cursor = self.raw.cursor()
+        if self.no_savepoints and sql.startswith(
+            ("SAVEPOINT ", "RELEASE SAVEPOINT ", "ROLLBACK TO ")
+        ):
+            return cursor
         if params is not None:
             sql = _percents_quoted(sql)
         cursor.execute(sql, None if params is None else tuple(params))
@@ -650,6 +657,8 @@ class MysqlStore(TableStore):
         if self._writer is None:
             self._check_writable()
             self._writer = self._connect()
+            # Aria refuses SAVEPOINT, MyISAM ignores it: neither can undo a statement.
+            self._writer.no_savepoints = not self.transactional
         return self._writer
 
     def _check_writable(self) -> None:
@@ -675,18 +684,47 @@ class MysqlStore(TableStore):
             conn.close()
         self._write_checked = True
 
+    @property
+    def transactional(self) -> bool:
+        """Whether the table's engine has transactions (InnoDB: yes; MyISAM, Aria, MEMORY: no,
+        and SELECT ... FOR UPDATE locks nothing there)."""
+        if "_transactional" not in self.__dict__:
+            rows = self.query(
+                "SELECT e.ENGINE, e.TRANSACTIONS FROM information_schema.TABLES t JOIN"
+                " information_schema.ENGINES e ON e.ENGINE = t.ENGINE WHERE"
+                " t.TABLE_SCHEMA = DATABASE() AND t.TABLE_NAME = %s",
+                (self.table,),
+            )
+            self.engine = str(rows[0][0]) if rows else "unknown"
+            self._transactional = not rows or str(rows[0][1]).upper() == "YES"
+        return self._transactional
+
     def begin_write(self, conn) -> None:
-        conn.execute("START TRANSACTION")
+        if not self.transactional:
+            # No row locks: the table itself is locked while a batch reads, compares, archives
+            # and deletes, so an application's write lands before the batch reads the row or
+            # after it is gone, never between (a session it just renewed is not removed).
+            conn.execute("SET autocommit = 0")
+            conn.execute(f"LOCK TABLES {self.qualified} WRITE")
+        else:
+            conn.execute("START TRANSACTION")
 
     def begin_read(self, conn) -> None:
         conn.execute("START TRANSACTION")
 
     def commit(self, conn) -> None:
         conn.execute("COMMIT")
+        if not self.transactional:
+            conn.execute("UNLOCK TABLES")
+            conn.execute("SET autocommit = 1")
 
     def rollback(self, conn) -> None:
         with contextlib.suppress(Exception):
             conn.execute("ROLLBACK")
+        if not self.transactional:
+            with contextlib.suppress(Exception):
+                conn.execute("UNLOCK TABLES")
+                conn.execute("SET autocommit = 1")
 
     # -- schema ----------------------------------------------------------------------------
 
@@ -944,6 +982,9 @@ class MysqlStore(TableStore):
             "key": self.key_column,
             "session_time_zone": "+00:00 (pinned)",
             "time_columns": self.time_notes(),
+            "engine": self.engine
+            if self.transactional
+            else f"{self.engine} (no transactions: each batch holds the table locked)",
             "innodb_lock_wait_timeout": f"{self.lock_wait_timeout}s",
             "indexed_columns": sorted(self.indexed_columns()),
             "cascades_to": self.cascade_tables(),
@@ -975,6 +1016,20 @@ class MysqlStore(TableStore):
                 record = self._record(row)
                 found[record.key] = record
         return found
+
+    def delete_keys(self, conn, keys: list) -> dict:
+        if self.transactional:
+            return super().delete_keys(conn, keys)
+        # MyISAM, Aria, MEMORY: no savepoints (Aria refuses them), no foreign keys; the batch
+        # holds the table locked (begin_write). A row a trigger refuses stays, the others go.
+        table, key = self.qualified, self.key_sql
+        failed: dict = {}
+        for value in keys:
+            try:
+                conn.execute(f"DELETE FROM {table} WHERE {key} = %s", (value,))
+            except self.integrity_errors as exc:
+                failed[value] = f"database refused: {self.refusal(exc)}"
+        return failed
 
     def remove(self, candidates: list[Candidate], archive: ArchiveFn) -> RemoveOutcome:
         """Transactions of at most MAX_BATCH rows, each locking its rows in ascending key
