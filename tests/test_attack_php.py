@@ -141,3 +141,23 @@ def test_a_php_ini_that_is_not_a_file_is_one_line_not_a_hang(tmp_path, cli):
     for bad in ("/dev/zero", str(tmp_path)):
         out = cli("stats", "--store", "php:", "--php-ini", bad, code=2)
         assert "php.ini" in one_line_error(out)
+
+
+def test_a_2_gb_sparse_session_file_is_invalid_unread_and_kept(tmp_path, cli):
+    # It was read whole (2 GB of memory) and, invalid, would have been archived and removed.
+    folder = tmp_path / "s"
+    folder.mkdir()
+    big = folder / "sess_big"
+    with open(big, "wb") as handle:
+        handle.truncate(2 << 30)
+    (folder / "sess_ok").write_bytes(b"user_id|i:1;")
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = cli("validate", "--store", f"php:{folder}", "-f", "json", code=1)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KB
+    assert "larger than a session can be" in out.stdout
+    done = cli("cleanup", "--store", f"php:{folder}", "--invalid", "--yes", "-f", "json", code=5)
+    report = json.loads(done.stdout)
+    assert report["deleted"] == 0 and report["failed"] == 1
+    assert big.stat().st_size == 2 << 30

@@ -70,8 +70,17 @@ class Codec:
         """Put the session id where the mapping reads it, once the entry can go in."""
 
 
-def read_regular(path: str | Path) -> tuple[bytes, os.stat_result] | None:
-    """The bytes of `path` if it is a regular file (never through a symlink), else None."""
+class TooLarge(OSError):
+    """A file larger than its store reads (`FolderStore.max_file_bytes`)."""
+
+    def __init__(self, info: os.stat_result):
+        super().__init__(errno.EFBIG, "too large")
+        self.info = info
+
+
+def read_regular(path: str | Path, limit: int | None = None) -> tuple[bytes, os.stat_result] | None:
+    """The bytes of `path` if it is a regular file (never through a symlink), else None.
+    Raises TooLarge, without reading, for a file of more than `limit` bytes."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
@@ -82,6 +91,8 @@ def read_regular(path: str | Path) -> tuple[bytes, os.stat_result] | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             return None
+        if limit is not None and info.st_size > limit:
+            raise TooLarge(info)
         # One read of the size fstat gave (plus one byte to see the end); more only if the file
         # grew meanwhile. Session files are small: this is most of a folder scan's syscalls.
         chunks = [os.read(fd, info.st_size + 1)]
@@ -109,6 +120,8 @@ class FolderStore(Store):
     key_is_name: ClassVar[bool] = True
     #: Leave alone a file another process holds flock(LOCK_EX) on (PHP requests hold one).
     respect_flock: ClassVar[bool] = False
+    #: Files larger than this are invalid, never read (so never archived, so never removed).
+    max_file_bytes: ClassVar[int | None] = None
 
     def __init__(self, address: Address, settings: StoreSettings | None = None):
         super().__init__(address, settings)
@@ -202,7 +215,12 @@ class FolderStore(Store):
 
     def _record(self, key: str, path: str) -> Record | None:
         try:
-            read = read_regular(path)
+            read = read_regular(path, self.max_file_bytes)
+        except TooLarge as exc:
+            # No version: a file that was not read cannot be archived, so it is never removed.
+            size = exc.info.st_size
+            why = f"file of {size} bytes, larger than a session can be ({self.max_file_bytes})"
+            return Record(key=key, data=None, size=size, error=f"{why}: not read")
         except OSError as exc:
             return Record(key=key, data=None, size=0, error=f"cannot read: {os_error_text(exc)}")
         if read is None:
@@ -336,8 +354,16 @@ class FolderStore(Store):
         self._check_writable()
         outcome = RemoveOutcome()
         self.kept_reasons = self.in_use(candidates)
+        for candidate in candidates:
+            # A file that was not read (too large, unreadable) has no version: its bytes could
+            # not be archived, so it stays, a failure to say so.
+            if candidate.fingerprint is not None and candidate.fingerprint[0] is None:
+                outcome.failed[candidate.key] = "not read, so not archived: kept"
+                self.kept_reasons.setdefault(candidate.key, "not read")
         unchanged = self._unchanged([c for c in candidates if c.key not in self.kept_reasons])
-        outcome.changed = [c.key for c in candidates if c.key not in unchanged]
+        outcome.changed = [
+            c.key for c in candidates if c.key not in unchanged and c.key not in outcome.failed
+        ]
         if not unchanged:
             return outcome
         archive([record for record, _ in unchanged.values()])

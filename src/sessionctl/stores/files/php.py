@@ -31,7 +31,13 @@ from typing import Any
 from ...domain.errors import usage_error
 from ...domain.model import Record
 from ...domain.phpini import PhpSessionSettings, parse_ini, parse_save_path, session_settings
-from ...domain.phpserial import HANDLERS, PhpFormatError, decode_session, session_data
+from ...domain.phpserial import (
+    HANDLERS,
+    MAX_BYTES,
+    PhpFormatError,
+    decode_session,
+    session_data,
+)
 from ..base import Address, Candidate, StoreSettings
 from .folder import Codec, FolderStore
 
@@ -201,6 +207,8 @@ class PhpStore(FolderStore):
     respect_flock = True
     #: Batches: the archive is written, then the files unlinked, batch by batch.
     natural_batch = 500
+    #: The parser's bound: a larger file is not a session PHP wrote (a 2 GB one took 2 GB).
+    max_file_bytes = MAX_BYTES
 
     def __init__(self, address: Address, settings: StoreSettings | None = None):
         settings = settings or StoreSettings()
