@@ -208,3 +208,24 @@ def test_on_myisam_a_session_renewed_during_the_batch_is_not_removed(
     assert touched, "the application's write never finished"
     # The application's UPDATE said it renewed the session: then the session is there.
     assert touched[0] == 0 or "old0" in _keys(mysql_db), touched
+
+
+def test_a_read_only_server_is_named_read_only_before_anything_is_done(cli, mysql_db, state_dir):
+    """Was: 'cannot check MySQL at ...: The MariaDB server is running with the --read-only
+    option so it cannot execute this statement' (the server's words, no hint)."""
+    _django(mysql_db)
+    user = f"w{mysql_db.name[-12:]}"
+    for host in ("%", "localhost"):
+        mysql_db.execute(f"CREATE USER '{user}'@'{host}'")
+        mysql_db.execute(f"GRANT ALL ON `{mysql_db.name}`.* TO '{user}'@'{host}'")
+    address = mysql_db.address("django_session").replace("root@", f"{user}@")
+    mysql_db.execute("SET GLOBAL read_only = ON")
+    try:
+        result = cli("cleanup", "--store", address, "--expired", "--yes", code=3)
+    finally:
+        mysql_db.execute("SET GLOBAL read_only = OFF")
+        for host in ("%", "localhost"):
+            mysql_db.execute(f"DROP USER '{user}'@'{host}'")
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "is read-only" in lines[0] and "nothing was changed" in lines[0]
+    assert len(_keys(mysql_db)) == 4 and not list(state_dir.rglob("*.ndjson.gz"))

@@ -74,6 +74,8 @@ LARGE_CLEANUP = 1000
 #: Server errors: access denied, unknown database, unknown table, command denied.
 ACCESS_DENIED, BAD_DB, NO_TABLE = 1045, 1049, 1146
 DENIED = (1142, 1143, 1044, 1227)
+#: The server runs read-only (--read-only, super_read_only), or InnoDB does (innodb_read_only).
+READ_ONLY = (1290, 1836, 1874)
 TEXT_TYPES = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext"}
 
 
@@ -672,6 +674,13 @@ class MysqlStore(TableStore):
                 try:
                     conn.execute(f"DELETE FROM {self.qualified} WHERE 1 = 0")
                 except self.pymysql.err.MySQLError as exc:
+                    if self.error_code(exc) in READ_ONLY:
+                        raise store_error(
+                            f"MySQL at {self.where_text} is read-only (read_only,"
+                            " super_read_only or innodb_read_only: a replica?); nothing was"
+                            " changed",
+                            "run the cleanup against the primary",
+                        ) from None
                     if self.error_code(exc) in DENIED:
                         raise store_error(
                             f"no DELETE privilege on {self.table} at {self.where_text}; "
