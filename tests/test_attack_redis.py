@@ -8,12 +8,14 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import struct
 import time
 from pathlib import Path
 
 import pytest
 
 from helpers import one_line_error
+from redisfix import PRINCIPAL_INDEX
 
 
 def _b64(raw: bytes) -> str:
@@ -131,3 +133,51 @@ def test_a_value_removed_by_invalid_comes_back_from_its_archive(cli, redis_space
     cli("restore", done["archive"], "--store", address)
     with redis_space.client() as r:
         assert r.get(redis_space.prefix.encode() + b"sess:broken\xff") == raw
+
+
+def _java_long(value: int) -> bytes:
+    return b"\xac\xed\x00\x05sr\x00\x0ejava.lang.Long" + b"x" * 30 + struct.pack(">q", value)
+
+
+def _java_int(value: int) -> bytes:
+    return b"\xac\xed\x00\x05sr\x00\x11java.lang.Integer" + b"y" * 20 + struct.pack(">i", value)
+
+
+def _java_bytes(raw: bytes) -> bytes:
+    return b"\xac\xed\x00\x05t" + struct.pack(">H", len(raw)) + raw
+
+
+def test_a_spring_index_member_that_is_not_utf8_names_its_own_key(cli, redis_space):
+    """A member read with U+FFFD for its bad bytes named a key that is never there: the member
+    of a live session went as dead with --orphans. A principal that is not UTF-8 shows."""
+    ns = redis_space.prefix + "spring:session:"
+    now = int(time.time() * 1000)
+    index = f"{ns}index:{PRINCIPAL_INDEX}:".encode() + b"ann\xff"
+    with redis_space.client() as r:
+        for sid in (b"abc\xffdef0123", b"abcdef012345"):
+            key = ns.encode() + b"sessions:" + sid
+            r.hset(
+                key,
+                mapping={
+                    "creationTime": _java_long(now),
+                    "lastAccessedTime": _java_long(now),
+                    "maxInactiveInterval": _java_int(1800),
+                    f"sessionAttr:{PRINCIPAL_INDEX}": _java_bytes(b"ann\xff"),
+                },
+            )
+            r.expire(key, 2000)
+            r.sadd(index, _java_bytes(sid))
+        r.sadd(index, _java_bytes(b"gone\xff0123456"))
+    address = redis_space.address("spring:session:") + "&preset=spring-redis"
+    listed = json.loads(cli("list", "--store", address, "--format", "json").stdout)
+    assert len(listed) == 1
+    cli("list", "--store", address)
+    plan = json.loads(
+        cli(
+            "cleanup", "--store", address, "--orphans", "--dry-run", "--yes", "--format", "json"
+        ).stdout
+    )
+    assert plan["selected"] == 1
+    cli("cleanup", "--store", address, "--orphans", "--yes")
+    with redis_space.client() as r:
+        assert r.smembers(index) == {_java_bytes(b"abc\xffdef0123"), _java_bytes(b"abcdef012345")}

@@ -251,7 +251,9 @@ def java_value(raw: bytes) -> Any:
         (length,) = struct.unpack(">H", raw[5:7])
         body = raw[7:]
         if len(body) == length:
-            return body.decode("utf-8", "replace")
+            # Byte for byte (as key names are): a member naming a key that is not UTF-8 must
+            # name that key, not one with U+FFFD in it, which is never there.
+            return body.decode("utf-8", "surrogateescape")
     return None
 
 
