@@ -657,3 +657,40 @@ def test_a_sql_ascii_database_is_read_as_utf8(cli, pg_db, state_dir):
     finally:
         with psycopg.connect(pg_db.server_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("depth", ["child", "grandchild"])
+def test_a_cascade_into_another_schema_is_refused_not_removed_unarchived(
+    cli, pg_db, state_dir, depth
+):
+    """Was: data loss. A table in another schema referencing the session table ON DELETE
+    CASCADE lost its rows with each session, and no archive held them (cascades were followed
+    within the store's schema only)."""
+    _table(pg_db, expired=3, active=1)
+    pg_db.execute("CREATE SCHEMA kids")
+    if depth == "child":
+        pg_db.execute(
+            "CREATE TABLE kids.cart (id serial PRIMARY KEY, session_key varchar(40)"
+            " REFERENCES public.django_session ON DELETE CASCADE)"
+        )
+    else:
+        pg_db.execute(
+            "CREATE TABLE public.carts (id serial PRIMARY KEY, session_key varchar(40)"
+            " REFERENCES public.django_session ON DELETE CASCADE)"
+        )
+        pg_db.execute(
+            "CREATE TABLE kids.cart (id serial PRIMARY KEY, cart_id int"
+            " REFERENCES public.carts ON DELETE CASCADE)"
+        )
+        pg_db.execute(
+            "INSERT INTO public.carts (session_key) SELECT session_key FROM django_session"
+        )
+        pg_db.execute("INSERT INTO kids.cart (cart_id) SELECT id FROM public.carts")
+    if depth == "child":
+        pg_db.execute("INSERT INTO kids.cart (session_key) SELECT session_key FROM django_session")
+    address = pg_db.address("django_session")
+    refused = cli("cleanup", "--store", address, "--expired", "--yes", code=2)
+    assert "ON DELETE CASCADE from kids.cart" in refused.stderr, refused.stderr
+    assert pg_db.count("kids.cart") == 4 and pg_db.count("django_session") == 4
+    dry = cli("cleanup", "--store", address, "--expired", "--dry-run")
+    assert "ON DELETE CASCADE from kids.cart" in dry.stderr

@@ -669,17 +669,22 @@ class PostgresStore(TableStore):
                 (f"{quote_identifier(self.schema)}.{quote_identifier(table)}",),
             )
             found.extend((table, name) for (name,) in rows)
-            # A DELETE rule (DO INSTEAD NOTHING keeps rows the report would call removed), and
-            # a foreign key ON DELETE SET NULL / SET DEFAULT (changes another table's rows):
+            # A DELETE rule (DO INSTEAD NOTHING keeps rows the report would call removed), a
+            # foreign key ON DELETE SET NULL / SET DEFAULT (changes another table's rows), and
+            # one ON DELETE CASCADE from a table in another schema (the archive follows
+            # cascades within the store's schema only: those rows would go unarchived):
             # like a trigger, each changes what no archive keeps.
             rows = self.query(
                 "SELECT 'rule ' || r.rulename FROM pg_rewrite r"
                 " WHERE r.ev_class = %s::regclass AND r.ev_type = '4'"
                 " UNION ALL SELECT 'foreign key ' || c.conname || ' ON DELETE '"
-                " || CASE c.confdeltype WHEN 'n' THEN 'SET NULL' ELSE 'SET DEFAULT' END"
-                " || ' from ' || c.conrelid::regclass::text FROM pg_constraint c"
-                " WHERE c.contype = 'f' AND c.confdeltype IN ('n', 'd')"
-                " AND c.confrelid = %s::regclass ORDER BY 1",
+                " || CASE c.confdeltype WHEN 'n' THEN 'SET NULL' WHEN 'd' THEN 'SET DEFAULT'"
+                " ELSE 'CASCADE' END || ' from ' || c.conrelid::regclass::text"
+                " FROM pg_constraint c JOIN pg_class child ON child.oid = c.conrelid"
+                " JOIN pg_class parent ON parent.oid = c.confrelid"
+                " WHERE c.contype = 'f' AND c.confrelid = %s::regclass AND (c.confdeltype IN"
+                " ('n', 'd') OR (c.confdeltype = 'c'"
+                " AND child.relnamespace <> parent.relnamespace)) ORDER BY 1",
                 (f"{quote_identifier(self.schema)}.{quote_identifier(table)}",) * 2,
             )
             found.extend((table, name) for (name,) in rows)
