@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import os
+import socket
 import struct
 import time
 from pathlib import Path
@@ -181,3 +183,27 @@ def test_a_spring_index_member_that_is_not_utf8_names_its_own_key(cli, redis_spa
     cli("cleanup", "--store", address, "--orphans", "--yes")
     with redis_space.client() as r:
         assert r.smembers(index) == {_java_bytes(b"abc\xffdef0123"), _java_bytes(b"abcdef012345")}
+
+
+def test_a_lock_of_a_live_request_on_this_host_stays_however_long_it_runs(
+    cli, redis_space, monkeypatch
+):
+    """A `_LOCK` key idle longer than STALE_LOCK_S went with --orphans even when its process,
+    on this host, was running; another host's old lock still goes, a fresh one stays."""
+    from sessionctl.stores import redis as redis_store
+
+    monkeypatch.setattr(redis_store, "STALE_LOCK_S", 0)
+    base = redis_space.prefix + "PHPREDIS_SESSION:"
+    here = socket.gethostname()
+    with redis_space.client() as r:
+        r.set(base + "live1", b"x|", ex=600)
+        r.set(base + "live1_LOCK", f"{here}|{os.getpid()}")
+        r.set(base + "other1", b"x|", ex=600)
+        r.set(base + "other1_LOCK", f"elsewhere.example|{os.getpid()}")
+    time.sleep(1.1)  # idle 1 s > STALE_LOCK_S
+    address = redis_space.address() + "&preset=phpredis"
+    done = json.loads(
+        cli("cleanup", "--store", address, "--orphans", "--yes", "--format", "json").stdout
+    )
+    assert done["deleted"] == 1
+    assert redis_space.keys("*_LOCK") == ["PHPREDIS_SESSION:live1_LOCK"]

@@ -1123,8 +1123,13 @@ class RedisStore(Store):
             if value is None or pttl != -1:
                 continue
             host, _, pid = value.decode("utf-8", "replace").rpartition("|")
-            crashed = host == here and pid.isdigit() and not _pid_alive(int(pid))
-            if crashed or (idle is not None and idle > STALE_LOCK_S):
+            if host == here and pid.isdigit():
+                # This host's request: gone when its process is, and only then (a request
+                # that runs for hours still holds its lock).
+                if not _pid_alive(int(pid)):
+                    yield key, session_id, value, idle
+                continue
+            if idle is not None and idle > STALE_LOCK_S:
                 yield key, session_id, value, idle
 
     def _remove_orphans(self, candidates, archive, outcome) -> None:
