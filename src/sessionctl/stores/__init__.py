@@ -24,10 +24,17 @@ KNOWN_KINDS: tuple[tuple[str, tuple[str, ...], str, str, bool], ...] = (
     ("sqlite", ("sqlite",), "sessionctl.stores.sql.sqlite", "SqliteStore", True),
     ("json", ("json",), "sessionctl.stores.jsonfile", "JsonFileStore", True),
     ("redis", ("redis", "rediss", "unix"), "sessionctl.stores.redis", "RedisStore", False),
+    (
+        "postgresql",
+        ("postgresql", "postgres"),
+        "sessionctl.stores.sql.postgres",
+        "PostgresStore",
+        False,
+    ),
     ("mysql", ("mysql", "mariadb"), "sessionctl.stores.sql.mysql", "MysqlStore", False),
 )
 #: Schemes with a kind that is not written yet.
-_PLANNED = ("postgresql", "postgres")
+_PLANNED: tuple[str, ...] = ()
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
