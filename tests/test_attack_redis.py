@@ -18,6 +18,7 @@ import pytest
 
 from helpers import one_line_error
 from redisfix import PRINCIPAL_INDEX
+from test_redis import own_server
 
 
 def _b64(raw: bytes) -> str:
@@ -48,10 +49,11 @@ def test_restore_of_an_edited_archive_never_writes_outside_the_prefix(cli, redis
     """Keys, lock keys and index sets named outside the store's prefix are refused, one line
     each; nothing lands there."""
     victim = redis_space.prefix + "victim:"
+    outside = "sess:" + redis_space.prefix.replace(":", "-")  # no prefix: cleaned up below
     value = _b64(b'{"cookie":{}}')
     entries = [
         _session(victim + "sess:out", sid="out", value_b64=value, ttl_expires=None),
-        _session("sess:noprefix", sid="np", value_b64=value, ttl_expires=None),
+        _session(outside, sid="np", value_b64=value, ttl_expires=None),
         _session(redis_space.prefix + "cache:home", sid="c", value_b64=value, ttl_expires=None),
         {"key": ["lock"], "record": {"orphan": "lock", "lock": victim + "l", "value_b64": value}},
         {
@@ -62,11 +64,15 @@ def test_restore_of_an_edited_archive_never_writes_outside_the_prefix(cli, redis
     ]
     archive = _archive(tmp_path / "edited.ndjson.gz", entries)
     address = redis_space.address() + "&preset=connect-redis"
-    result = cli("restore", archive, "--store", address, code=1)
-    assert result.stderr.count("not restored") == 5
-    assert redis_space.keys() == ["sess:fine"]
-    with redis_space.client() as r:
-        assert r.exists("sess:noprefix") == 0
+    try:
+        result = cli("restore", archive, "--store", address, code=1)
+        assert result.stderr.count("not restored") == 5
+        assert redis_space.keys() == ["sess:fine"]
+        with redis_space.client() as r:
+            assert r.exists(outside) == 0
+    finally:
+        with redis_space.client() as r:
+            r.unlink(outside)
 
 
 @pytest.mark.parametrize(
@@ -207,3 +213,40 @@ def test_a_lock_of_a_live_request_on_this_host_stays_however_long_it_runs(
     )
     assert done["deleted"] == 1
     assert redis_space.keys("*_LOCK") == ["PHPREDIS_SESSION:live1_LOCK"]
+
+
+def test_restore_into_a_server_at_maxmemory_counts_what_went_in_and_refuses_the_rest(
+    cli, tmp_path, state_dir
+):
+    """An OOM reply failed the whole restore (exit 3) after writing part of it, with no count
+    and no audit entry; now each entry not written is named and the rest are counted."""
+    import redis as redis_py
+
+    with own_server(tmp_path, "--maxmemory", "3mb", "--maxmemory-policy", "noeviction") as (
+        port,
+        _proc,
+        client,
+    ):
+        pipe = client.pipeline(transaction=False)
+        for n in range(2000):
+            pipe.set(f"sess:s{n:05d}", json.dumps({"cookie": {}, "pad": "x" * 400}))
+        pipe.execute()
+        address = f"redis://127.0.0.1:{port}/0?prefix=sess:"
+        done = json.loads(
+            cli("cleanup", "--store", address, "--all", "--yes", "--format", "json").stdout
+        )
+        assert done["deleted"] == 2000
+        filled = 0
+        with pytest.raises(redis_py.OutOfMemoryError):
+            while True:
+                client.set(f"fill:{filled}", "y" * 1000)
+                filled += 1
+        client.delete(*[f"fill:{n}" for n in range(200)])
+        result = cli("restore", done["archive"], "--store", address, "--format", "json", code=1)
+        report = json.loads(result.stdout)
+        went_in = len(list(client.scan_iter(match="sess:*")))
+        assert 0 < went_in < 2000
+        assert report["restored"] == went_in and report["refused"] == 2000 - went_in
+        assert {r["reason"] for r in report["refusals"]} == {
+            "Redis is at its maxmemory: not written"
+        }

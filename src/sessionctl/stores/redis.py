@@ -1320,25 +1320,26 @@ class RedisStore(Store):
             b64(record.get("value_b64"))
         return None
 
-    def insert(self, entries: list[dict], id_path: str | None) -> tuple[int, int]:
+    def insert(self, entries: list[dict], id_path: str | None) -> tuple:
         restored = skipped = 0
+        planned: list[dict] = []  # the entry of each command, in order
+        refused: list[tuple[dict, str]] = []
         now = time.time()
         hash_script = self._script(RESTORE_HASH)
         with self._errors("restoring sessions"):
             pipe = self._batch()
-            planned = 0
             for entry in entries:
                 record = entry.get("record") or {}
                 key = entry.get("key")
                 if record.get("orphan") == "index member":
                     member = base64.b64decode(record["member_b64"])
                     pipe.command("sadd", _key_bytes(record["index"]), member)
-                    planned += 1
+                    planned.append(entry)
                     continue
                 if record.get("orphan") == "lock":
                     lock = _key_bytes(record["lock"])
                     pipe.command("set", lock, base64.b64decode(record["value_b64"]), nx=True)
-                    planned += 1
+                    planned.append(entry)
                     continue
                 if not isinstance(key, str):
                     skipped += 1
@@ -1360,16 +1361,20 @@ class RedisStore(Store):
                     pipe.command(
                         "set", _key_bytes(key), value, nx=True, px=ttl_ms if ttl_ms > 0 else None
                     )
-                planned += 1
+                planned.append(entry)
             replies = pipe.execute() if planned else []
-        for reply in replies:
+        for entry, reply in zip(planned, replies):
+            if isinstance(reply, _redis().OutOfMemoryError):
+                # maxmemory reached: this one is not written, the rest are counted as they went.
+                refused.append((entry, "Redis is at its maxmemory: not written"))
+                continue
             if isinstance(reply, Exception):
                 raise self._fault(reply, "restoring sessions")
             if reply in (1, True):
                 restored += 1
             else:
                 skipped += 1
-        return restored, skipped
+        return restored, skipped, refused
 
     # the lock every host sees
 
