@@ -88,6 +88,7 @@ _FLOAT = re.compile(
 )
 # zend's class names: [a-zA-Z0-9_\x80-\xff\\]+ (PHP refuses others when unserializing).
 _CLASS = re.compile(rb"[A-Za-z0-9_\x80-\xff\\]+\Z")
+_HEX_RUN = re.compile(rb"(?:\\[0-9A-Fa-f]{2})+")
 
 
 class _Parser:
@@ -208,19 +209,31 @@ class _Parser:
         length, pos = self.uint(pos, "the length of a string")
         pos = self.expect(pos, b':"', "':\"' before a string")
         out = bytearray()
+        data = self.data
         while len(out) < length:
             if pos >= self.end:
                 self.fail("unexpected end of data in a string", pos)
-            byte = self.data[pos]
-            if byte == 0x5C:  # backslash
-                digits = self.data[pos + 1 : pos + 3]
-                if not re.fullmatch(rb"[0-9A-Fa-f]{2}", digits):
-                    self.fail("expected two hex digits after '\\'", pos + 1)
-                out.append(int(digits, 16))
-                pos += 3
-            else:
-                out.append(byte)
-                pos += 1
+            # Plain bytes up to the next backslash go in one slice (byte by byte, a 60 MB
+            # string took 13 s); each \hh is one step.
+            need = length - len(out)
+            slash = data.find(b"\\", pos, pos + need)
+            if slash < 0:
+                if pos + need > self.end:
+                    self.fail("unexpected end of data in a string", self.end)
+                out += data[pos : pos + need]
+                pos += need
+                continue
+            out += data[pos:slash]
+            need -= slash - pos
+            pos = slash
+            if not need:
+                continue
+            # A run of \hh escapes at once, no longer than the string still needs.
+            run = _HEX_RUN.match(data, pos, min(self.end, pos + 3 * need))
+            if not run:
+                self.fail("expected two hex digits after '\\'", pos + 1)
+            out += bytes.fromhex(run.group().replace(b"\\", b"").decode("ascii"))
+            pos = run.end()
         pos = self.expect(pos, b'";', "'\";' after a string")
         return _text(bytes(out)), pos
 
