@@ -229,3 +229,46 @@ def test_a_read_only_server_is_named_read_only_before_anything_is_done(cli, mysq
     lines = [x for x in result.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "is read-only" in lines[0] and "nothing was changed" in lines[0]
     assert len(_keys(mysql_db)) == 4 and not list(state_dir.rglob("*.ndjson.gz"))
+
+
+@pytest.mark.parametrize("table", ["x'y", "a:b", "q'%s\\"])
+def test_quotes_colons_and_backslashes_in_a_table_name_pass_the_sql_judge(
+    cli, mysql_db, state_dir, table
+):
+    """Was: a table named x'y failed every SQL-judged command ('You have an error in your SQL
+    syntax'): the judge's `:name` parameters were found by splitting the SQL on `'`, which took
+    the name's quote for a literal's."""
+    _django(mysql_db, table)
+    address = mysql_db.address(table)
+    dry = cli("cleanup", "--store", address, "--expired", "--dry-run", "--format", "json")
+    assert json.loads(dry.stdout)["selected"] == 2
+    real = cli("cleanup", "--store", address, "--expired", "--yes", "--format", "json")
+    assert json.loads(real.stdout)["deleted"] == 2
+    assert _keys(mysql_db, table) == ["new0", "new1"]
+
+
+def test_an_allowed_value_with_a_backslash_is_judged_in_sql_as_in_python(
+    cli, mysql_db, tmp_path, monkeypatch
+):
+    """Was: rules.allowed = ["a\\\\"] made the SQL judge write 'a\\' (MySQL reads the
+    backslash as an escape): a syntax error, exit 3, on every command; a crafted value could
+    change the query's meaning."""
+    _django(mysql_db, expired=0, active=0)
+    mysql_db.execute("ALTER TABLE django_session ADD COLUMN kind varchar(40)")
+    for key, kind in [("s1", "a\\"), ("s2", "a"), ("s3", "b"), ("s4", "a\\\\"), ("s5", "') OR ('")]:
+        mysql_db.execute(
+            "INSERT INTO django_session VALUES (%s, 'x', UTC_TIMESTAMP() + INTERVAL 1 DAY, %s)",
+            (key, kind),
+        )
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[stores.web]\naddress = "{mysql_db.address("django_session")}"\npreset = "django"\n'
+        '[stores.web.rules]\nallowed = { kind = ["a\\\\", "b"] }\n'
+    )
+    monkeypatch.setenv("SESSIONCTL_CONFIG", str(config))
+    chosen = []
+    for pushdown in ("1", "0"):
+        monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
+        result = cli("cleanup", "--store", "web", "--invalid", "--dry-run", "--format", "json")
+        chosen.append(sorted(s["id"] for s in json.loads(result.stdout)["sessions"]))
+    assert chosen[0] == chosen[1] == ["s2", "s4", "s5"], chosen

@@ -302,7 +302,9 @@ class MysqlDialect(Dialect):
         return "TRUE" if kind in _NUMBERS else "FALSE"
 
     def text_in(self, x: str, literals: str) -> str:
-        return f"CAST({x} AS BINARY) IN ({literals})"
+        # The judge's literals double their quotes; MySQL also reads a backslash in them as an
+        # escape (`'a\'` is not closed): doubled, every backslash is itself.
+        return f"CAST({x} AS BINARY) IN ({literals.replace(chr(92), chr(92) * 2)})"
 
     def blank(self, x: str) -> str:
         if self._type(x) not in TEXT_TYPES:
@@ -362,6 +364,35 @@ def _percents_quoted(sql: str) -> str:
         elif char == quote:
             quote = None
         out.append("%%" if char == "%" and quote is not None else char)
+    return "".join(out)
+
+
+def _named(sql: str) -> str:
+    """The judge's `:name` parameters as PyMySQL's `%(name)s`, outside quoted names and
+    literals (a table may be named `x'y` or `a:b`); every `%` doubled so PyMySQL's formatting
+    takes none of the SQL's own for a parameter."""
+    out, quote, escaped, i = [], None, False, 0
+    while i < len(sql):
+        char = sql[i]
+        if quote is not None:
+            if escaped:
+                escaped = False
+            elif quote == "'" and char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = None
+        elif char in "\"'`":
+            quote = char
+        elif char == ":" and (i == 0 or not (sql[i - 1].isalnum() or sql[i - 1] in ":_")):
+            end = i + 1
+            while end < len(sql) and (sql[end].isalnum() or sql[end] == "_"):
+                end += 1
+            if end > i + 1 and not sql[i + 1].isdigit():
+                out.append(f"%({sql[i + 1 : end]})s")
+                i = end
+                continue
+        out.append("%%" if char == "%" else char)
+        i += 1
     return "".join(out)
 
 
@@ -582,8 +613,6 @@ class MysqlStore(TableStore):
 
     def fetch_rows(self, conn, sql: str, params=()) -> list[tuple]:
         if isinstance(params, dict):  # the judge's `:name` parameters
-            from .postgres import _named
-
             cursor = conn.raw.cursor()
             cursor.execute(_named(sql), params)
             # SUM() answers DECIMAL here: counts as the ints they are.
