@@ -211,3 +211,53 @@ def test_escaped_strings_read_fast_and_as_before():
     value = unserialize(b'S:%d:"' % escapes + b"\\41" * escapes + b'";')
     assert value == "A" * escapes
     assert time.monotonic() - started < 4  # was about 9 s plus 4 s
+
+
+def test_a_debian_1733_folder_is_refused_to_other_users_with_what_to_do(tmp_path, cli):
+    # README said to run as www-data, but Debian's folder is root's, mode 1733: www-data
+    # cannot list it. The error now says so, once, with the way out.
+    import tempfile
+
+    if os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("needs root to act as another user")
+    base = Path(tempfile.mkdtemp(prefix="php1733-"))
+    try:
+        base.chmod(0o755)
+        folder = base / "sessions"
+        folder.mkdir()
+        (folder / "sess_one").write_bytes(b"user_id|i:1;")
+        # Everything imported first: the other user cannot read root's Python installation.
+        cli("list", "--store", f"php:{folder}")
+        cli("list", "--store", f"php:{base / 'missing'}", code=3)
+        folder.chmod(0o1733)
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child reports through the pipe
+            code = 99
+            try:
+                os.close(read)
+                os.setgid(65534)
+                os.setuid(65534)
+                os.environ["SESSIONCTL_STATE_DIR"] = str(base / "state")
+                out = cli("list", "--store", f"php:{folder}", code=None)
+                os.write(write, json.dumps([out.exit_code, out.stderr]).encode())
+                code = 0
+            except BaseException as exc:
+                os.write(write, json.dumps([None, repr(exc)]).encode())
+            finally:
+                os._exit(code)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            exit_code, stderr = json.loads(pipe.read() or b"[null, null]")
+        os.waitpid(child, 0)
+        assert exit_code == 3
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "Traceback" not in stderr
+        assert "permission denied" in lines[0] and "1733" in lines[0] and "root" in lines[0]
+    finally:
+        import shutil
+
+        folder.chmod(0o755)
+        shutil.rmtree(base)

@@ -190,7 +190,18 @@ class FolderStore(Store):
             yield from self._walk(self._folder, self.depth)
         except PermissionError as exc:
             where = exc.filename or self.path
-            raise store_error(f"cannot list {where}: permission denied") from None
+            hint = None
+            with contextlib.suppress(OSError):
+                info = os.stat(where)
+                if info.st_mode & 0o7777 & ~0o1000 == 0o733 and info.st_uid != os.geteuid():
+                    # Debian's /var/lib/php/sessions (root's, 1733): anyone writes, only its
+                    # owner lists; sessionclean runs as root for that reason.
+                    hint = (
+                        f"{where} (mode {info.st_mode & 0o7777:04o}) can be listed only by its "
+                        "owner: run as that user (root for Debian's /var/lib/php/sessions, as "
+                        "sessionclean does)"
+                    )
+            raise store_error(f"cannot list {where}: permission denied", hint) from None
 
     def _walk(self, folder: str, levels: int) -> Iterator[tuple[str, os.DirEntry]]:
         with os.scandir(folder) as entries:
