@@ -5,6 +5,7 @@ database of each test's own.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest  # noqa: F401
@@ -272,3 +273,37 @@ def test_an_allowed_value_with_a_backslash_is_judged_in_sql_as_in_python(
         result = cli("cleanup", "--store", "web", "--invalid", "--dry-run", "--format", "json")
         chosen.append(sorted(s["id"] for s in json.loads(result.stdout)["sessions"]))
     assert chosen[0] == chosen[1] == ["s2", "s4", "s5"], chosen
+
+
+def test_restore_brings_back_odd_column_types_exactly(cli, mysql_db, state_dir):
+    """Was: a table with a generated column could not be restored at all ('The value specified
+    for generated column ... has been ignored', exit 3), and a TIME value came back wrong
+    (-12:00:00 archived as -43200.0 seconds, which MySQL reads as -4:32:00)."""
+    mysql_db.execute(
+        "CREATE TABLE django_session (session_key varbinary(40) PRIMARY KEY,"
+        " session_data blob NOT NULL, expire_date datetime(6) NOT NULL,"
+        " note varchar(20) CHARACTER SET latin1, n3 varchar(20) CHARACTER SET utf8mb3,"
+        " st SET('a','b','c'), en ENUM('x','y'),"
+        " gen varchar(90) AS (CONCAT(HEX(session_key), '-', note)) VIRTUAL,"
+        " sgen int AS (LENGTH(session_data)) STORED, js JSON, fl FLOAT, dc DECIMAL(10,3),"
+        " bt BIT(3), yr YEAR, tm TIME(3))"
+    )
+    mysql_db.execute(
+        "INSERT INTO django_session (session_key, session_data, expire_date, note, n3, st, en,"
+        " js, fl, dc, bt, yr, tm) VALUES"
+        " (X'FF00', X'DEADBEEF', UTC_TIMESTAMP() - INTERVAL 1 DAY, 'café', 'naïve', 'a,c', 'y',"
+        "  '{\"a\": 1}', 1.1, 2.5, b'101', 2024, '-12:00:00.250'),"
+        " ('old', 'x', UTC_TIMESTAMP() - INTERVAL 1 DAY, NULL, NULL, '', NULL, NULL, NULL, NULL,"
+        "  NULL, NULL, '838:59:59'),"
+        " ('new', 'x', UTC_TIMESTAMP() + INTERVAL 1 DAY, 'é', 'é', 'b', 'x', '[1]', 0.5, 1,"
+        "  b'1', 1999, '00:00:01')"
+    )
+    before = mysql_db.query("CHECKSUM TABLE django_session")[0][1]
+    address = mysql_db.address("django_session")
+    real = cli("cleanup", "--store", address, "--expired", "--yes", "--format", "json")
+    assert json.loads(real.stdout)["deleted"] == 2
+    cli("restore", next(state_dir.rglob("*.ndjson.gz")))
+    assert mysql_db.query("CHECKSUM TABLE django_session")[0][1] == before
+    assert mysql_db.scalar("SELECT tm FROM django_session WHERE session_key = X'FF00'") == (
+        -dt.timedelta(hours=12, milliseconds=250)
+    )

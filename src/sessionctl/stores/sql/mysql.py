@@ -1093,7 +1093,8 @@ class MysqlStore(TableStore):
 
     def _insert_row(self, conn, table: str, row: dict) -> None:
         info = self._column_info(table)
-        names = [name for name in row if name in info]
+        generated = self.generated_columns(table)
+        names = [name for name in row if name in info and name not in generated]
         values = []
         for name in names:
             value = decode_value(row[name])
@@ -1101,6 +1102,8 @@ class MysqlStore(TableStore):
                 value = bytes(value)
             elif info[name][0] == "timestamp" and isinstance(value, str):
                 value = value.removesuffix("+00:00")  # read in UTC; written in UTC
+            elif info[name][0] == "time" and isinstance(value, (int, float)):
+                value = _time_text(value)  # archived as seconds; a number is HHMMSS to MySQL
             elif isinstance(value, (dict, list)):
                 import json
 
@@ -1109,6 +1112,17 @@ class MysqlStore(TableStore):
         columns = ",".join(quote_identifier(n) for n in names)
         marks = ",".join(["%s"] * len(names))
         conn.execute(f"INSERT INTO {quote_identifier(table)} ({columns}) VALUES ({marks})", values)
+
+    def generated_columns(self, table: str) -> set[str]:
+        """VIRTUAL and STORED generated columns: read with the row, never named in an INSERT
+        (strict mode refuses a value for one)."""
+        rows = self.query(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()"
+            " AND TABLE_NAME = %s AND (EXTRA LIKE '%GENERATED%' OR GENERATION_EXPRESSION"
+            " IS NOT NULL AND GENERATION_EXPRESSION <> '')",
+            (table,),
+        )
+        return {name for (name,) in rows}
 
     def prepare_restore(self, entry: dict, id_path: str | None, source_kind: str | None):
         record = entry.get("record")
@@ -1132,6 +1146,15 @@ class MysqlStore(TableStore):
 
     def cross_host_lock(self, identity: str):
         return _ServerLock(self, identity)
+
+
+def _time_text(seconds: float) -> str:
+    """A TIME value archived as seconds, as the text MySQL reads back exactly."""
+    sign = "-" if seconds < 0 else ""
+    micros = round(abs(seconds) * 1_000_000)
+    whole, fraction = divmod(micros, 1_000_000)
+    hours, rest = divmod(whole, 3600)
+    return f"{sign}{hours:02d}:{rest // 60:02d}:{rest % 60:02d}.{fraction:06d}"
 
 
 def _order(key):
