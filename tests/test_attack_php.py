@@ -261,3 +261,34 @@ def test_a_debian_1733_folder_is_refused_to_other_users_with_what_to_do(tmp_path
 
         folder.chmod(0o755)
         shutil.rmtree(base)
+
+
+def test_a_file_another_cleanup_removes_while_we_wait_for_its_lock_is_changed_not_failed(
+    tmp_path, cli, monkeypatch
+):
+    # Two cleanups at once (different state folders): the second opened a file, got its lock
+    # once the first had unlinked it, then its rename failed: "cannot remove: No such file",
+    # exit 1, on a run where nothing went wrong.
+    import fcntl as real_fcntl
+
+    from sessionctl.stores.files import folder as folder_module
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    for n in range(3):
+        (folder / f"sess_{n}").write_bytes(b"user_id|i:%d;" % n)
+        _old(folder / f"sess_{n}")
+    flock = real_fcntl.flock
+    target = folder / "sess_1"
+    inode = target.stat().st_ino
+
+    def other_cleanup_first(fd, operation):
+        if target.exists() and os.fstat(fd).st_ino == inode:
+            target.unlink()  # the other run removed it while we waited for its lock
+        return flock(fd, operation)
+
+    monkeypatch.setattr(folder_module.fcntl, "flock", other_cleanup_first)
+    out = cli("cleanup", "--store", f"php:{folder}", "--expired", "--yes", "-f", "json")
+    report = json.loads(out.stdout)
+    assert (report["deleted"], report["failed"], report["changed"]) == (2, 0, 1)
+    assert list(folder.iterdir()) == []

@@ -438,6 +438,8 @@ class FolderStore(Store):
             try:
                 os.rename(path, trash)
             except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    return False  # gone meanwhile: the application, or another cleanup
                 if exc.errno != errno.ENAMETOOLONG or lock_fd is None:
                     raise
                 # A name too long to take the trash prefix (PHP ids run to 256 characters):
