@@ -250,3 +250,41 @@ def test_restore_into_a_server_at_maxmemory_counts_what_went_in_and_refuses_the_
         assert {r["reason"] for r in report["refusals"]} == {
             "Redis is at its maxmemory: not written"
         }
+
+
+def test_the_lock_of_a_run_killed_on_this_host_is_taken_over_a_live_ones_is_not(cli, redis_space):
+    """A SIGKILLed run left its cross-host lock for a minute and every run meanwhile exited 4
+    saying a cleanup was running; a live run's lock (or another host's) still means exit 4."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from sessionctl.stores import parse_address
+
+    with redis_space.client() as r:
+        r.set(redis_space.prefix + "sess:a", b'{"cookie":{}}')
+    address = redis_space.address()
+    identity = parse_address(address).identity
+    lock_key = "sessionctl:lock:" + hashlib.sha1(identity.encode()).hexdigest()[:20]
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    here = socket.gethostname()
+    try:
+        with redis_space.client() as r:
+            for holder in (f"{here}|{os.getpid()}|x", f"elsewhere|{dead.stdout.strip()}|x"):
+                r.set(lock_key, holder, px=60_000)
+                assert "another cleanup" in one_line_error(
+                    cli("cleanup", "--store", address, "--no-ttl", "--yes", code=4)
+                )
+            r.set(lock_key, f"{here}|{dead.stdout.strip()}|x", px=60_000)
+        cli("cleanup", "--store", address, "--no-ttl", "--yes")
+        assert redis_space.keys() == []
+        with redis_space.client() as r:
+            assert r.exists(lock_key) == 0
+    finally:
+        with redis_space.client() as r:
+            r.unlink(lock_key)

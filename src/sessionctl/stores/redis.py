@@ -422,6 +422,12 @@ LOCK_RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
+LOCK_TAKEOVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) and 1 or 0
+end
+return 0
+"""
 LOCK_RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -1388,6 +1394,17 @@ class RedisStore(Store):
             client = store.client
             with store._errors("taking the cleanup lock"):
                 taken = client.set(lock_key, token, nx=True, px=LOCK_TTL_MS)
+                if not taken:
+                    # A run killed on this host leaves its lock for LOCK_TTL_MS: its process
+                    # is gone, so the lock is taken over (only if it is still that run's).
+                    holder = client.get(lock_key) or b""
+                    host, _, rest = holder.decode("utf-8", "replace").partition("|")
+                    pid = rest.partition("|")[0]
+                    mine = host == socket.gethostname() and pid.isdigit()
+                    if mine and not _pid_alive(int(pid)):
+                        taken = client.register_script(LOCK_TAKEOVER)(
+                            keys=[lock_key], args=[holder, token, LOCK_TTL_MS]
+                        )
             if not taken:
                 raise busy_error(
                     f"another cleanup of {store.address.display} is running (Redis lock "
