@@ -292,3 +292,28 @@ def test_a_file_another_cleanup_removes_while_we_wait_for_its_lock_is_changed_no
     report = json.loads(out.stdout)
     assert (report["deleted"], report["failed"], report["changed"]) == (2, 0, 1)
     assert list(folder.iterdir()) == []
+
+
+def test_a_root_restore_into_an_emptied_folder_gives_files_back_to_their_user(
+    tmp_path, cli, state_dir
+):
+    # Every session removed, the folder (Debian's: root's) empty: restored files were root's
+    # 0600 (the folder's owner), which PHP running as www-data cannot open.
+    if os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("needs root to give files to another user")
+    folder = tmp_path / "s"
+    folder.mkdir()
+    folder.chmod(0o1733)
+    one = folder / "sess_one"
+    one.write_bytes(b"user_id|i:1;")
+    os.chown(one, 33, 33)
+    one.chmod(0o600)
+    _old(one)
+    cli("cleanup", "--store", f"php:{folder}", "--expired", "--yes")
+    assert list(folder.iterdir()) == []
+    cli("restore", _archive(state_dir), "--store", f"php:{folder}")
+    info = one.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (33, 33, 0o600)
+    assert one.read_bytes() == b"user_id|i:1;"

@@ -249,8 +249,8 @@ def test_restore_puts_back_php_files_byte_for_byte_with_owner_and_mode(php_cli, 
     cli("restore", archive, "--store", store)
     assert path.read_bytes() == original
     assert php_read_sessions(folder, [sid])[sid]["user_id"] == 9
-    # Restored into the folder layout, with the mode its files have (none left: 0600).
-    assert path.stat().st_mode & 0o777 == 0o600
+    # Restored into the folder layout, with the mode and owner it had (archived with it).
+    assert path.stat().st_mode & 0o777 == 0o640
 
 
 def test_stats_counts_files_bytes_and_inodes(php_cli, tmp_path, cli):

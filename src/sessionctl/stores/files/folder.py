@@ -69,6 +69,11 @@ class Codec:
     def place_id(self, entry: dict, id_path: str | None) -> None:
         """Put the session id where the mapping reads it, once the entry can go in."""
 
+    def restored_owner(self, entry: dict) -> Any:
+        """The mode and owner (st_mode, st_uid, st_gid) the archived file had, if the entry
+        says; else None, and the restored file gets those most of the folder's files have."""
+        return None
+
 
 class TooLarge(OSError):
     """A file larger than its store reads (`FolderStore.max_file_bytes`)."""
@@ -532,7 +537,8 @@ class FolderStore(Store):
             ):
                 skipped += 1
                 continue
-            if not write_new(path, self.codec.restored_bytes(entry), like):
+            owner = self.codec.restored_owner(entry) or like
+            if not write_new(path, self.codec.restored_bytes(entry), owner):
                 skipped += 1  # the application wrote it meanwhile: its file stays
                 continue
             existing_ids.add(str(session_id))

@@ -26,6 +26,7 @@ import re
 import stat
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from ...domain.errors import usage_error
@@ -62,7 +63,15 @@ class PhpCodec(Codec):
         self.handler = handler
 
     def decode(self, key: str, raw: bytes, info: os.stat_result) -> Record:
-        times = {"$mtime": info.st_mtime, "$ctime": info.st_ctime}
+        times = {
+            "$mtime": info.st_mtime,
+            "$ctime": info.st_ctime,
+            # Whose the file is: archived with it, so that restore gives it back to its user
+            # (a root restore into an empty folder made files PHP's user could not read).
+            "$uid": info.st_uid,
+            "$gid": info.st_gid,
+            "$mode": f"{info.st_mode & 0o7777:04o}",
+        }
         try:
             data = session_data(decode_session(raw, self.handler))
         except PhpFormatError as exc:
@@ -87,6 +96,25 @@ class PhpCodec(Codec):
 
     def restored_bytes(self, entry: dict) -> bytes:
         return base64.b64decode(_archived_b64(entry))
+
+    def restored_owner(self, entry: dict) -> SimpleNamespace | None:
+        record = entry.get("record")
+        if not isinstance(record, dict):
+            return None
+        uid, gid, mode = record.get("$uid"), record.get("$gid"), record.get("$mode")
+        if not (
+            type(uid) is int
+            and type(gid) is int
+            and 0 <= uid < 1 << 32
+            and 0 <= gid < 1 << 32
+            and isinstance(mode, str)
+            and re.fullmatch(r"0?[0-7]{3}", mode)
+        ):
+            return None
+        # Read and write for its owner at least (PHP's user opens it read-write), nothing
+        # set-id or executable.
+        bits = (int(mode, 8) & 0o666) | 0o600
+        return SimpleNamespace(st_mode=bits, st_uid=uid, st_gid=gid)
 
 
 def _archived_b64(entry: dict) -> str | None:
