@@ -307,3 +307,22 @@ def test_restore_brings_back_odd_column_types_exactly(cli, mysql_db, state_dir):
     assert mysql_db.scalar("SELECT tm FROM django_session WHERE session_key = X'FF00'") == (
         -dt.timedelta(hours=12, milliseconds=250)
     )
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "127.0.0.1/db?table=t&connect_timeout=abc",
+        "127.0.0.1/db?table=t&connect_timeout=-1",
+        "127.0.0.1/db?table=t&connect_timeout=0",
+        "127.0.0.1/db?table=t&connect_timeout=99999999999999999999",
+        "[::1/db?table=t",
+        "127.0.0.1:99999999999/db?table=t",
+    ],
+)
+def test_a_bad_timeout_port_or_ipv6_host_is_a_usage_error(cli, tail):
+    """Was: exit 70 (ValueError: invalid literal for int(), connect_timeout should be >0 and
+    <=31536000, Invalid IPv6 URL); a port past 65535 reached the driver."""
+    result = cli("stats", "--store", f"mysql://app@{tail}", code=2)
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "internal error" not in lines[0], result.stderr

@@ -92,7 +92,10 @@ def _pymysql():
 
 def parse_mysql_address(text: str) -> Address:
     text = text.strip()
-    url = urlsplit(text)
+    try:
+        url = urlsplit(text)
+    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed [
+        raise usage_error(f"store {text.split(':')[0]}://...: {exc}") from None
     scheme = url.scheme.lower()
     if scheme not in SCHEMES:
         raise usage_error(f"store {text.split(':')[0]}: is not a MySQL address")
@@ -114,8 +117,8 @@ def parse_mysql_address(text: str) -> Address:
     else:
         host, _, port = hostport.partition(":")
     host = unquote(host)
-    if port and not port.isdigit():
-        raise usage_error(f"store {scheme}://{host}:{port}: the port is not a number")
+    if port and not (port.isascii() and port.isdigit() and int(port) <= 65535):
+        raise usage_error(f"store {scheme}://{host}:{port}: the port is not a number (0-65535)")
     params: dict[str, str] = {}
     for key, value in parse_qsl(url.query, keep_blank_values=True):
         if key not in PARAMETERS:
@@ -128,6 +131,14 @@ def parse_mysql_address(text: str) -> Address:
         if not value.strip():
             raise usage_error(f"store {scheme}://...: empty {key}", f"give ?{key}=VALUE")
         params[key] = value
+    timeout = params.get("connect_timeout")
+    if timeout is not None and not (
+        timeout.isascii() and timeout.isdigit() and 1 <= int(timeout) <= 31536000
+    ):
+        raise usage_error(
+            f"store {scheme}://...: connect_timeout={timeout} is not a number of seconds",
+            "give ?connect_timeout=SECONDS (1 to 31536000)",
+        )
     if host.startswith("/"):
         params.setdefault("unix_socket", host)
     elif host:
