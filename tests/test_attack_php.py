@@ -317,3 +317,18 @@ def test_a_root_restore_into_an_emptied_folder_gives_files_back_to_their_user(
     info = one.stat()
     assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (33, 33, 0o600)
     assert one.read_bytes() == b"user_id|i:1;"
+
+
+def test_a_save_path_deeper_than_an_id_is_long_is_a_usage_error(tmp_path, cli):
+    # "999;DIR" walked 999 levels of subfolders and ended "data nested too deeply".
+    from helpers import one_line_error
+
+    folder = tmp_path / "s"
+    level = folder
+    for _ in range(400):
+        level = level / "a"
+    level.mkdir(parents=True)
+    (level / "sess_x").write_bytes(b"x|i:1;")
+    out = cli("list", "--store", f"php:400;{folder}", code=2)
+    assert "levels" in one_line_error(out)
+    cli("list", "--store", f"php:256;{folder}")

@@ -25,6 +25,8 @@ _ENV = re.compile(r"\$\{([^}]*)\}")
 
 #: PHP's defaults (main/php.ini's built-in values; Debian's php.ini sets save_path).
 DEFAULT_GC_MAXLIFETIME = 1440
+#: session.sid_length's largest value.
+MAX_SID_LENGTH = 256
 DEFAULT_HANDLER = "php"
 
 
@@ -138,6 +140,12 @@ def parse_save_path(text: str) -> SavePath:
                 f"session.save_path {text!r}: the first part, {first!r}, is not a number of levels"
             )
         depth = int(first)
+        if depth > MAX_SID_LENGTH:
+            # A level per character of the id: deeper than an id is long holds no file.
+            raise usage_error(
+                f"session.save_path {text!r}: {depth} levels, more than a session id "
+                f"has characters (at most {MAX_SID_LENGTH})"
+            )
     if len(parts) > 2:
         if not re.fullmatch(r"[0-7]{1,4}", parts[1].strip()):
             raise usage_error(f"session.save_path {text!r}: {parts[1]!r} is not an octal mode")
