@@ -326,3 +326,36 @@ def test_a_bad_timeout_port_or_ipv6_host_is_a_usage_error(cli, tail):
     result = cli("stats", "--store", f"mysql://app@{tail}", code=2)
     lines = [x for x in result.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "internal error" not in lines[0], result.stderr
+
+
+def test_a_password_beyond_ascii_logs_in_and_a_wrong_one_is_not_quoted(
+    cli, mysql_db, tmp_path, monkeypatch
+):
+    """Was: PyMySQL encodes a str password as latin-1: 'pé' (set through a UTF-8 client, as the
+    mysql client and every framework do) was refused, and 'p€' was exit 70 quoting the password's
+    character ("'latin-1' codec can't encode character '\\u20ac' in position 1")."""
+    _django(mysql_db)
+    user, password = f"u{mysql_db.name[-12:]}", "pé€-Canary"
+    for host in ("%", "localhost"):
+        spelled = host.replace("%", "%%")  # a query with parameters is %-formatted
+        mysql_db.execute(f"CREATE USER '{user}'@'{spelled}' IDENTIFIED BY %s", (password,))
+        mysql_db.execute(f"GRANT ALL ON `{mysql_db.name}`.* TO '{user}'@'{host}'")
+    try:
+        address = mysql_db.address("django_session").replace("root@", f"{user}@")
+        config = tmp_path / "config.toml"
+        config.write_text(f'[stores.web]\naddress = "{address}"\npassword_env = "APP_PW"\n')
+        monkeypatch.setenv("SESSIONCTL_CONFIG", str(config))
+        monkeypatch.setenv("APP_PW", password)
+        cli("stats", "--store", "web")
+        option_file = tmp_path / "client.cnf"
+        option_file.write_text(f"[client]\nuser = {user}\npassword = {password}\n")
+        bare = mysql_db.address("django_session").replace("root@", "")
+        cli("stats", "--store", f"{bare}&option_file={option_file}")
+        monkeypatch.setenv("APP_PW", "wrong€😀Canary")
+        result = cli("stats", "--store", "web", code=3)
+        output = result.stdout + result.stderr
+        assert "€" not in output and "Canary" not in output and "\\u20ac" not in output, output
+        assert "access denied" in output
+    finally:
+        for host in ("%", "localhost"):
+            mysql_db.execute(f"DROP USER '{user}'@'{host}'")

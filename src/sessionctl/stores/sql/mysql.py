@@ -228,6 +228,20 @@ def _check_option_file(path: str | None, named: bool) -> None:
         raise store_error(f"option file {path}: {why}", "it holds [client] and key = value lines")
 
 
+def _option_password(path: str) -> str | None:
+    """The [client] password of an option file, as PyMySQL reads it (quotes removed)."""
+    from pymysql.optionfile import Parser
+
+    parser = Parser()
+    try:
+        parser.read(path)
+        if parser.has_option("client", "password"):
+            return parser.get("client", "password")
+    except (configparser.Error, OSError, UnicodeError, TypeError):
+        pass
+    return None
+
+
 def _client_options(path: str | None) -> dict[str, str]:
     """The [client] section of an option file (what PyMySQL reads), for messages."""
     if not path:
@@ -547,8 +561,13 @@ class MysqlStore(TableStore):
             args["port"] = int(params["port"])
         if self.database:
             args["database"] = self.database
-        if self._password is not None:
-            args["password"] = self._password
+        password = self._password
+        if password is None and self.option_file:
+            password = _option_password(self.option_file)
+        if password is not None:
+            # As UTF-8 bytes, as the mysql client sends them (PyMySQL would encode a str as
+            # latin-1: 'é' then fails to log in, and '€' raised an error quoting it).
+            args["password"] = password.encode("utf-8", "surrogateescape")
         if streaming:
             args["cursorclass"] = self.pymysql.cursors.SSCursor
         # Pinned for every connection of the tool: UTC, ANSI quotes, no gap locks, short waits.
