@@ -332,3 +332,23 @@ def test_a_save_path_deeper_than_an_id_is_long_is_a_usage_error(tmp_path, cli):
     out = cli("list", "--store", f"php:400;{folder}", code=2)
     assert "levels" in one_line_error(out)
     cli("list", "--store", f"php:256;{folder}")
+
+
+def test_restore_into_a_missing_subfolder_is_refused_not_counted_as_existing(
+    tmp_path, cli, state_dir
+):
+    # "2;DIR" whose a/b was removed: the session was "skipped (its id exists again)", exit 0,
+    # and nothing came back.
+    folder = tmp_path / "s"
+    (folder / "a" / "b").mkdir(parents=True)
+    path = folder / "a" / "b" / "sess_abc"
+    path.write_bytes(b"user_id|i:1;")
+    _old(path)
+    store = f"php:2;{folder}"
+    cli("cleanup", "--store", store, "--expired", "--yes")
+    (folder / "a" / "b").rmdir()
+    out = cli("restore", _archive(state_dir), "--store", store, code=1)
+    assert "subfolder a/b does not exist" in out.stderr
+    (folder / "a" / "b").mkdir()
+    cli("restore", _archive(state_dir), "--store", store)
+    assert path.read_bytes() == b"user_id|i:1;"

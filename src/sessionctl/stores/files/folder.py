@@ -575,6 +575,13 @@ class FolderStore(Store):
         named = self.restore_name(entry, source_kind)
         if isinstance(named, str):
             return named
+        where = self.relpath(self.key_of_name(named[0]))
+        if self.depth and where:
+            # Not created here (PHP creates none either): without it the file cannot go in,
+            # which restore counted as "exists again", exit 0.
+            subfolder = os.path.dirname(where)
+            if not os.path.isdir(os.path.join(self._folder, subfolder)):
+                return f"its subfolder {subfolder} does not exist in {self.path}"
         entry["key"] = named[0]
         self.codec.place_id(entry, id_path)
         return None
