@@ -359,3 +359,28 @@ def test_a_password_beyond_ascii_logs_in_and_a_wrong_one_is_not_quoted(
     finally:
         for host in ("%", "localhost"):
             mysql_db.execute(f"DROP USER '{user}'@'{host}'")
+
+
+@pytest.mark.parametrize("pushdown", ["1", "0"])
+def test_a_delete_trigger_refusing_one_row_fails_that_row_only(
+    cli, mysql_db, monkeypatch, pushdown
+):
+    """Was: a BEFORE DELETE trigger's SIGNAL for one session stopped the whole run (exit 3,
+    'cannot write ...: keep old1'), nothing removed; a foreign key's refusal already failed
+    only its row."""
+    monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
+    _django(mysql_db, expired=3, active=1)
+    mysql_db.execute(
+        "CREATE TRIGGER keep_one BEFORE DELETE ON django_session FOR EACH ROW BEGIN"
+        " IF OLD.session_key = 'old1' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'keep old1';"
+        " END IF; END"
+    )
+    address = mysql_db.address("django_session")
+    result = cli(
+        "cleanup", "--store", address, "--expired", "--yes", "--allow-triggers",
+        "--format", "json", code=1,
+    )  # fmt: skip
+    report = json.loads(result.stdout)
+    assert report["deleted"] == 2 and report["failed"] == 1, report
+    assert [e["sessionId"] for e in report["errors"]] == ["old1"]
+    assert _keys(mysql_db) == ["new0", "old1"]

@@ -74,6 +74,8 @@ LARGE_CLEANUP = 1000
 #: Server errors: access denied, unknown database, unknown table, command denied.
 ACCESS_DENIED, BAD_DB, NO_TABLE = 1045, 1049, 1146
 DENIED = (1142, 1143, 1044, 1227)
+#: SIGNAL in a trigger (or a procedure): SQLSTATE 45000 and the like.
+SIGNAL_EXCEPTION = 1644
 #: The server runs read-only (--read-only, super_read_only), or InnoDB does (innodb_read_only).
 READ_ONLY = (1290, 1836, 1874)
 TEXT_TYPES = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext"}
@@ -438,7 +440,17 @@ class _Conn:
             return cursor
         if params is not None:
             sql = _percents_quoted(sql)
-        cursor.execute(sql, None if params is None else tuple(params))
+        try:
+            cursor.execute(sql, None if params is None else tuple(params))
+        except Exception as exc:
+            # A DELETE trigger's SIGNAL refuses that row, as a foreign key does: the row fails,
+            # the others of its batch go (the neutral layer retries them one by one).
+            args = getattr(exc, "args", ())
+            if sql.startswith("DELETE ") and args and args[0] == SIGNAL_EXCEPTION:
+                import pymysql
+
+                raise pymysql.err.IntegrityError(*args) from None
+            raise
         return cursor
 
     def close(self) -> None:
