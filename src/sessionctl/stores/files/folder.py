@@ -269,7 +269,7 @@ class FolderStore(Store):
             if not self.is_session_name(name):
                 continue
             key = self.key_of_name(name)
-            if self.relpath(key) is None:
+            if self.relpath(key) is None or not self._in_real_subfolders(key):
                 continue
             record = self._record(key, self.file_of(key))
             if record is not None:
@@ -278,6 +278,19 @@ class FolderStore(Store):
                 if str(lookup(record.data, id_path, key)) == session_id:
                     return record
         return super().find(session_id, id_path)
+
+    def _in_real_subfolders(self, key: str) -> bool:
+        """Whether the subfolders of `key`'s file are folders, not symlinks (the scan never
+        follows one: `inspect` read a file elsewhere through one)."""
+        parent = os.path.dirname(self.file_of(key))
+        for _ in range(self.depth):
+            try:
+                if not stat.S_ISDIR(os.lstat(parent).st_mode):
+                    return False
+            except OSError:
+                return False
+            parent = os.path.dirname(parent)
+        return True
 
     def size_bytes(self) -> int:
         total = 0
