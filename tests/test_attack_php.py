@@ -368,3 +368,18 @@ def test_inspect_never_reads_through_a_symlinked_subfolder(tmp_path, cli):
     out = cli("inspect", "--store", store, "abc", "--show-secrets", code=None)
     assert out.exit_code != 0 and CANARY not in out.stdout
     assert cli("inspect", "--store", store, "bcd", "-f", "json").stdout
+
+
+def test_a_php_ini_whose_sessions_are_in_redis_is_refused_without_its_password(tmp_path, cli):
+    # session.save_handler = redis: save_path is a server address; it was taken for a folder,
+    # "session folder .../tcp:/127.0.0.1:6379?auth=PASSWORD does not exist", password shown.
+    from helpers import one_line_error
+
+    ini = tmp_path / "php.ini"
+    ini.write_text(
+        "[Session]\nsession.save_handler = redis\n"
+        f'session.save_path = "tcp://127.0.0.1:6379?auth={CANARY}"\n'
+    )
+    out = cli("stats", "--store", "php:", "--php-ini", ini, code=2)
+    line = one_line_error(out)
+    assert "save_handler = redis" in line and CANARY not in out.stdout + out.stderr

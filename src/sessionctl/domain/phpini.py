@@ -162,6 +162,9 @@ class PhpSessionSettings:
     save_path: str | None = None
     gc_maxlifetime: int = DEFAULT_GC_MAXLIFETIME
     serialize_handler: str = DEFAULT_HANDLER
+    #: session.save_handler: "files" (PHP's default) is the only one that keeps sessions in
+    #: save_path's folder; with redis or memcached, save_path is a server address.
+    save_handler: str = "files"
 
 
 def session_settings(ini: Mapping[str, str], source: str = "php.ini") -> PhpSessionSettings:
@@ -182,4 +185,5 @@ def session_settings(ini: Mapping[str, str], source: str = "php.ini") -> PhpSess
         save_path=save_path.strip() if save_path is not None and save_path.strip() else None,
         gc_maxlifetime=int(lifetime_text),
         serialize_handler=handler,
+        save_handler=ini.get("session.save_handler", "files").strip().lower() or "files",
     )

@@ -262,6 +262,18 @@ class PhpStore(FolderStore):
                 "give php:DIR, php:N;DIR, or the php.ini to read session.save_path from "
                 "(--php-ini FILE)",
             )
+        if self.ini.save_handler != "files":
+            # save_path is then a server address, often with a password in it: never quoted.
+            handler = (
+                self.ini.save_handler
+                if re.fullmatch(r"[a-z_]{1,30}", self.ini.save_handler)
+                else "?"
+            )
+            raise usage_error(
+                f"{self.ini_file} sets session.save_handler = {handler}: its sessions are not "
+                "files in a folder",
+                "give the store of that server (redis://..., mysql://...) or php:DIR",
+            )
         if not self.ini.save_path:
             raise usage_error(
                 f"{self.ini_file} sets no session.save_path (PHP would use the system's "
