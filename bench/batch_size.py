@@ -1,6 +1,9 @@
 """How big should a cleanup's delete batch be? Time against how long the application waits.
 
-    .venv/bin/python bench/batch_size.py [--sessions 100000]
+    .venv/bin/python bench/batch_size.py [--sessions 100000] [--sizes 200ms,2000,all]
+
+Each entry of --sizes is a count (`--batch-size N`), `all` (`--batch-size all`, one
+transaction) or a duration (`--max-lock`, batches sized by time; `default`: no option).
 
 For each batch size, a fresh copy of a Django-shaped store (half expired) is cleaned while a
 second process plays the application: it writes one session per transaction as fast as it can
@@ -45,14 +48,20 @@ print(" ".join(f"{w:.6f}" for w in waits))
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sessions", type=int, default=100_000)
-    parser.add_argument("--sizes", default="200,500,1000,2000,5000,10000")
+    parser.add_argument("--sizes", default="default,50ms,500ms,2000,10000,all")
     args = parser.parse_args()
     run.DATA.mkdir(parents=True, exist_ok=True)
     original = run.source("django", args.sessions)
     env = {**os.environ, "SESSIONCTL_STATE_DIR": str(run.DATA / "state")}
-    print("| batch size | cleanup wall time | application write: median | worst |")
+    print("| batches | cleanup wall time | application write: median | worst |")
     print("|---:|---:|---:|---:|")
-    for size in [int(s) for s in args.sizes.split(",")]:
+    for size in args.sizes.split(","):
+        if size == "default":
+            option = []
+        elif size == "all" or size.isdigit():
+            option = ["--batch-size", size]
+        else:
+            option = ["--max-lock", size]
         store = run.fresh_copy(original)
         stop = run.DATA / "stop"
         stop.unlink(missing_ok=True)
@@ -70,8 +79,7 @@ def main() -> int:
                 "--expired",
                 "-q",
                 "--no-archive",
-                "--batch-size",
-                str(size),
+                *option,
             ],
             check=True,
             env=env,

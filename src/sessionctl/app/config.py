@@ -36,7 +36,8 @@ STORE_SETTINGS: dict[str, tuple[Any, str]] = {
     "max_per_group": (None, "count"),
     "on_delete": (None, "command"),
     "hook_timeout": (30.0, "duration"),
-    "batch_size": (None, "count"),
+    "batch_size": (None, "batch"),
+    "max_lock": (None, "duration"),
     "pause": (0.0, "duration"),
     "busy_timeout": (5.0, "duration"),
     "password_env": (None, "text"),
@@ -190,6 +191,12 @@ def convert(key: str, value: Any, kind: str, where: str) -> Any:
                     f'"{value}h" or "{value}d"',
                 )
             return parse_duration(value, label)
+        if kind == "batch":  # a count of at least 1, or "all"
+            if isinstance(value, str) and value.strip().lower() == "all":
+                return "all"
+            if isinstance(value, bool) or int(str(value)) < 0:
+                raise ValueError
+            return int(str(value))
         if kind == "count":
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 number = int(str(value))
@@ -347,7 +354,9 @@ STARTER_TEMPLATE = """\
 #   max_per_group  cleanup keeps at most this many newest sessions per user/workspace
 #   on_delete      command run once per removed session, the session as JSON on stdin
 #   hook_timeout   how long on_delete may run (30s)
-#   batch_size     sessions per delete transaction (SQLite), pause: sleep between batches
+#   batch_size     sessions per delete transaction, or "all" (one transaction); SQLite
+#                  otherwise sizes them by max_lock; pause: sleep between batches
+#   max_lock       SQLite: how long one delete transaction may keep the application out (200ms)
 #   busy_timeout   how long to wait for a locked SQLite database (5s)
 #   password_env   PostgreSQL: the environment variable holding the password
 #   password_file  PostgreSQL: a file (mode 0600) holding the password

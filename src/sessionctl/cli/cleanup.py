@@ -156,12 +156,24 @@ def cleanup_command(
         ),
     ] = False,
     batch_size: Annotated[
-        Optional[int],
+        Optional[str],
         typer.Option(
             "--batch-size",
-            min=1,
-            metavar="N",
-            help="Sessions per delete transaction (default 2000). Example: --batch-size 500",
+            metavar="N|all",
+            help="Sessions per delete transaction, forcing a count; 'all': one transaction "
+            "for the whole cleanup (a maintenance window: the application waits until it ends). "
+            "Default: SQLite sizes batches by --max-lock, other stores take 2000. "
+            "Example: --batch-size 500",
+        ),
+    ] = None,
+    max_lock: Annotated[
+        Optional[str],
+        typer.Option(
+            "--max-lock",
+            metavar="DURATION",
+            help="SQLite: how long one delete transaction may keep the application's writes "
+            "waiting; batches grow or shrink to stay near it (default 200ms; --batch-size "
+            "forces a count instead). Example: --max-lock 50ms",
         ),
     ] = None,
     pause: Annotated[
@@ -262,7 +274,7 @@ def cleanup_command(
     Example: sessionctl cleanup --store web --expired --dry-run
     """
     from ..app.hooks import parse_hook
-    from ..app.ops.cleanup import DEFAULT_BATCH_SIZE, CleanupOptions, cleanup
+    from ..app.ops.cleanup import CleanupOptions, batching, cleanup
     from ..domain.timeparse import parse_duration, parse_now, parse_size
 
     # Every value is checked before anything happens: no wait, no lock, no removal.
@@ -283,7 +295,17 @@ def cleanup_command(
     if hook_timeout is not None:
         extra["hook_timeout"] = parse_duration(hook_timeout, "--hook-timeout")
     if batch_size is not None:
-        extra["batch_size"] = batch_size
+        if batch_size.strip().lower() == "all":
+            extra["batch_size"] = "all"
+        elif not batch_size.strip().isdigit() or int(batch_size) < 1:
+            raise usage_error(
+                f"--batch-size: {batch_size!r} is not a count of at least 1 nor 'all'",
+                "e.g. --batch-size 500 or --batch-size all",
+            )
+        else:
+            extra["batch_size"] = int(batch_size)
+    if max_lock is not None:
+        extra["max_lock"] = parse_duration(max_lock, "--max-lock")
     if hook is not None:
         extra["on_delete"] = parse_hook(hook, "--hook")
     if lock is not None:
@@ -303,6 +325,7 @@ def cleanup_command(
         time.sleep(random.uniform(0, wait))
     with open_store_context(store, extra) as ctx:
         settings = ctx.settings
+        rows_a_batch, lock_budget = batching(settings.get("batch_size"), settings.get("max_lock"))
         options = CleanupOptions(
             expired=expired,
             invalid=invalid,
@@ -315,7 +338,8 @@ def cleanup_command(
             max_count=max_count,
             max_size=size_cap,
             dry_run=dry_run,
-            batch_size=settings.get("batch_size") or DEFAULT_BATCH_SIZE,
+            batch_size=rows_a_batch,
+            max_lock=lock_budget,
             pause=settings.get("pause", 0.0),
             hook=settings.get("on_delete"),
             hook_timeout=settings["hook_timeout"],

@@ -117,8 +117,8 @@ def _check_now(params: dict[str, Any]) -> None:
     """
     from ..app.hooks import parse_hook
     from ..app.ops.cleanup import (
-        DEFAULT_BATCH_SIZE,
         CleanupOptions,
+        batching,
         check_options,
         has_readable_record,
     )
@@ -173,7 +173,7 @@ def _check_now(params: dict[str, Any]) -> None:
                 max_count=params["max_count"],
                 max_size=max_size,
                 dry_run=True,
-                batch_size=params["batch_size"] or settings.get("batch_size") or DEFAULT_BATCH_SIZE,
+                batch_size=batching(params["batch_size"] or settings.get("batch_size"), None)[0],
                 hook=hook,
                 hook_timeout=settings["hook_timeout"],
             )

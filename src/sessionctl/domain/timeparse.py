@@ -111,15 +111,16 @@ def parse_now(text: str | None) -> float:
 
 # --- durations -------------------------------------------------------------------------------
 
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|[smhdw])")
 #: The longest duration any option takes: 100 years. Far beyond it a value is a typo, and
 #: sleeps, timeouts and date arithmetic would overflow.
 MAX_DURATION = 36500 * 86400.0
 
 
 def parse_duration(text: str | int | float, what: str = "duration") -> float:
-    """`90s`, `30m`, `12h`, `7d`, `2w`, `1d12h` (or a bare number of seconds) -> seconds."""
+    """`200ms`, `90s`, `30m`, `12h`, `7d`, `2w`, `1d12h` (or a bare number of seconds) ->
+    seconds."""
     if isinstance(text, bool):
         raise usage_error(f"{what}: not a duration: {text!r}")
     if isinstance(text, (int, float)):

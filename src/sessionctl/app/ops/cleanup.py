@@ -42,6 +42,24 @@ from .scan import judge_left_over, judged
 #: the application's worst wait stays near a tenth of a second; past 5000 that wait jumps
 #: (0.6 s at 10000). 2000 keeps a margin below that knee. Figures in bench/RESULTS.md.
 DEFAULT_BATCH_SIZE = 2000
+#: `--batch-size all`: every selected session in one transaction (a maintenance window).
+ALL_ROWS = 2**62
+#: How long one delete transaction may keep the application out, where the store sizes its
+#: batches by time (SQLite): bench/batch_size.py, figures in bench/RESULTS.md.
+DEFAULT_MAX_LOCK = 0.2
+
+
+def batching(batch_size, max_lock: float | None) -> tuple[int, float | None]:
+    """(batch_size, max_lock) for CleanupOptions from the settings: a count or "all" forces
+    that many rows a transaction; without one, batches are sized by max_lock (default 200ms)
+    where the store can, and are DEFAULT_BATCH_SIZE rows elsewhere."""
+    if batch_size == "all":
+        return ALL_ROWS, None
+    if batch_size:
+        return int(batch_size), None
+    return DEFAULT_BATCH_SIZE, DEFAULT_MAX_LOCK if max_lock is None else max_lock
+
+
 #: The result lists at most this many selected sessions; counts are always complete.
 RESULT_SESSION_LIMIT = 10_000
 
@@ -62,6 +80,9 @@ class CleanupOptions:
     max_size: int | None = None
     dry_run: bool = False
     batch_size: int = DEFAULT_BATCH_SIZE
+    #: Seconds one delete transaction should hold the store's write lock; a store that sizes
+    #: batches by time then takes batch_size as a ceiling only. None: batch_size rows a batch.
+    max_lock: float | None = None
     pause: float = 0.0
     hook: list[str] | None = None
     hook_timeout: float = 30.0
@@ -84,7 +105,8 @@ class CleanupOptions:
             "max_per_group": self.max_per_group,
             "max_count": self.max_count,
             "max_size": self.max_size,
-            "batch_size": self.batch_size,
+            "batch_size": "all" if self.batch_size >= ALL_ROWS else self.batch_size,
+            "max_lock": self.max_lock,
             "pause": self.pause,
             "hook": self.hook,
             "archive": self.archive,
@@ -315,7 +337,7 @@ class _Remover:
         codes = plan.reason_codes(expired=options.expired, invalid=options.invalid)
         archive = self._archive_records if self.archive is not None else None
         for removed, failed in plan.delete_decided(
-            codes, options.everything, options.batch_size, archive
+            codes, options.everything, options.batch_size, archive, max_lock=options.max_lock
         ):
             for key, session_id, reasons in removed:
                 _note_selected(result, session_id, key, reasons)

@@ -16,6 +16,7 @@ arithmetic as the Python judge so that floats round the same way.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -37,6 +38,12 @@ UNSOUND_TABLE = "temp.sessionctl_unsound_rows"
 #: Stands in `duplicates` for the test of the rows' text, which differs by connection.
 SOUND = "\x00sound\x00"
 PAGE = 2000
+#: A time-budgeted cleanup's first batch, in rows; later ones grow or shrink to keep each
+#: write transaction near the budget, by at most these factors at a time.
+FIRST_TIMED_BATCH = 2000
+TIMED_GROWTH = (0.5, 4.0)
+#: The fewest rows a time-budgeted batch takes (so it always makes headway).
+MIN_TIMED_BATCH = 100
 
 
 def _literal(text: str) -> str:
@@ -350,13 +357,10 @@ class Pushdown:
         self.compiled = compiled
         self.table = store.qualified
         self.rowid = store.key_sql  # a rowid alias no column shadows
-        # Temp tables on the read connection: the application's database is not touched.
-        with store.translate_errors("read"):
-            # Reading every text value costs a scan: one, here, for all the read queries,
-            # which then test a row by its rowid (or not at all on a clean table).
-            # Deleting tests each row in its own transaction, exactly.
-            self.read_sound = self._find_unsound(store._reader)
-            if compiled.duplicates:
+        self._read_sound: str | None = None
+        if compiled.duplicates:
+            # Temp tables on the read connection: the application's database is not touched.
+            with store.translate_errors("read"):
                 self._fill_duplicates(store._reader, self.read_sound)
         self.left_to_python: list = []
         #: Rows the last aggregate could not decide (None: unknown, so scan for them).
@@ -366,6 +370,19 @@ class Pushdown:
             if compiled.duplicates
             else set()
         )
+
+    @property
+    def read_sound(self) -> str:
+        """SQL telling the rows whose text Python can read, for the read queries.
+
+        Reading every text value costs a scan: one, the first time a read query needs it, for
+        all of them, which then test a row by its rowid (or not at all on a clean table).
+        Deleting tests each row in its own transaction, exactly, so a cleanup never scans
+        for it."""
+        if self._read_sound is None:
+            with self.store.translate_errors("read"):
+                self._read_sound = self._find_unsound(self.store._reader)
+        return self._read_sound
 
     def _find_unsound(self, conn) -> str:
         """Note the rows whose text Python cannot read; SQL that tells them from the rest."""
@@ -513,10 +530,20 @@ class Pushdown:
         }
 
     def delete_decided(
-        self, codes: list[str], everything: bool, batch: int, archive=None
+        self,
+        codes: list[str],
+        everything: bool,
+        batch: int,
+        archive=None,
+        max_lock: float | None = None,
     ) -> Iterator[tuple[list[tuple], dict]]:
         """Delete the decidable rows to remove, batch by batch, each batch one transaction in
         which the rows are chosen, archived (when `archive` is given) and deleted.
+
+        `max_lock` (seconds), on a store whose `timed_batches` says its write transaction
+        keeps the application out: `batch` is then not used, and each batch takes as many rows
+        (in rowid order) as keep its transaction near `max_lock`, judged from the batches
+        before it. Elsewhere, and without it, every batch takes `batch` rows.
 
         Choosing inside the write transaction means a row the application touched a moment
         ago is judged as it is now. Yields ([(key, id, codes)] removed, {key: error} refused)
@@ -532,6 +559,8 @@ class Pushdown:
         conn = store._writer_conn()
         if store.max_batch:
             batch = min(batch, store.max_batch)
+        timed = bool(max_lock) and getattr(store, "timed_batches", False)
+        size = FIRST_TIMED_BATCH if timed else batch
         if c.duplicates:
             self._fill_duplicates(conn, c.sound)
         last = None
@@ -541,14 +570,17 @@ class Pushdown:
                 f"SELECT _k, {c.id_column or 'NULL'}, {c.decided}{flags}"
                 f" FROM ({self._inner(where, exact=True)}) AS t"
                 f" WHERE ({c.decided} AND ({wanted})) OR NOT {c.decided}"
-                f"{store.dialect.outer_order()} LIMIT {int(batch)}"
+                f"{store.dialect.outer_order()} LIMIT {int(size)}"
             )
             params = {**c.params, "last": last}
             params = {k: v for k, v in params.items() if f":{k}" in sql}
 
-            def one_batch(sql=sql, params=params):
+            held = [0.0, 0.0]  # when the write transaction began and committed
+
+            def one_batch(sql=sql, params=params, held=held):
                 with store.translate_errors("write"):
                     store.begin_write(conn)
+                    held[0] = time.perf_counter()  # the lock is ours from here to COMMIT
                     try:
                         found = store.fetch_rows(conn, sql, params)
                         picked = [row for row in found if row[2]]
@@ -571,6 +603,7 @@ class Pushdown:
                             archive(rows, reasons)
                         failed = store.delete_keys(conn, keys) if keys else {}
                         store.commit(conn)
+                        held[1] = time.perf_counter()
                     except BaseException:
                         store.rollback(conn)
                         raise
@@ -579,6 +612,7 @@ class Pushdown:
             # A batch that met a lock or a concurrent update is tried again (by stores whose
             # database can say so), from the same place.
             found, picked, reasons, failed = store.retrying(one_batch)
+            took = held[1] - held[0]
             self.left_to_python.extend(row[0] for row in found if not row[2])
             if not found:
                 return
@@ -588,9 +622,14 @@ class Pushdown:
                 if row[0] not in failed
             ]
             yield removed, failed
-            if len(found) < batch:
+            if len(found) < size:
                 return
             last = found[-1][0]
+            if timed:
+                # The transaction's time grows with its rows: scale the next one to the budget.
+                low, high = TIMED_GROWTH
+                factor = min(max(max_lock / max(took, 1e-6), low), high)
+                size = int(max(size * factor, MIN_TIMED_BATCH))
 
     def _lock_and_recheck(self, conn, picked: list, flags: str, wanted: str):
         """For a database whose batch read does not lock (PostgreSQL at READ COMMITTED): lock

@@ -221,6 +221,8 @@ class SqliteStore(TableStore):
     integrity_errors = (sqlite3.IntegrityError,)
     null_safe_equal = "IS"
     table_hint = "sqlite:PATH?table=NAME"
+    #: BEGIN IMMEDIATE keeps every other writer out until COMMIT: batches are sized by time.
+    timed_batches = True
 
     @classmethod
     def parse_address(cls, text: str) -> Address:

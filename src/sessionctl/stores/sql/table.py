@@ -165,6 +165,9 @@ class TableStore(Store):
     lock_then_recheck = False
     #: Rows one delete transaction takes at most, whatever batch_size says (None: no cap).
     max_batch: int | None = None
+    #: Whether a cleanup sizes its delete batches by time (`max_lock`) rather than by count:
+    #: where a write transaction keeps the application out (SQLite), not elsewhere.
+    timed_batches = False
 
     def lock_rows(self, conn, keys: list) -> dict | None:
         """Lock these rows until the transaction ends (where the database locks rows); the
