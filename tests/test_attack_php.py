@@ -383,3 +383,30 @@ def test_a_php_ini_whose_sessions_are_in_redis_is_refused_without_its_password(t
     out = cli("stats", "--store", "php:", "--php-ini", ini, code=2)
     line = one_line_error(out)
     assert "save_handler = redis" in line and CANARY not in out.stdout + out.stderr
+
+
+def test_a_subfolder_removed_during_the_scan_is_skipped_not_exit_70(tmp_path, cli, monkeypatch):
+    # "1;DIR": the levels are listed first, then walked; a subfolder gone meanwhile (an admin
+    # rebuilding the tree) made list and cleanup end "internal error: FileNotFoundError".
+    import shutil
+
+    from sessionctl.stores.files import php
+
+    folder = tmp_path / "s"
+    for name in "ab":
+        (folder / name).mkdir(parents=True)
+        (folder / name / f"sess_{name}1").write_bytes(b"user_id|i:1;")
+    decode = php.PhpCodec.decode
+
+    def remove_b_first(self, key, raw, info):
+        shutil.rmtree(folder / "b", ignore_errors=True)
+        return decode(self, key, raw, info)
+
+    monkeypatch.setattr(php.PhpCodec, "decode", remove_b_first)
+    store = f"php:1;{folder}"
+    rows = json.loads(cli("list", "--store", store, "-f", "json").stdout)
+    assert [row["id"] for row in rows] == ["a1"]
+    (folder / "b").mkdir()
+    (folder / "b" / "sess_b1").write_bytes(b"user_id|i:1;")
+    out = cli("cleanup", "--store", store, "--all", "--yes", "-f", "json")
+    assert json.loads(out.stdout)["deleted"] == 1

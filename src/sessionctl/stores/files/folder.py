@@ -209,7 +209,13 @@ class FolderStore(Store):
             raise store_error(f"cannot list {where}: permission denied", hint) from None
 
     def _walk(self, folder: str, levels: int) -> Iterator[tuple[str, os.DirEntry]]:
-        with os.scandir(folder) as entries:
+        try:
+            listing = os.scandir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            if folder == self._folder:
+                raise
+            return  # a subfolder removed (or replaced) since its level was listed
+        with listing as entries:
             if levels:
                 # Subfolders are collected first, so that one scandir is open per level.
                 subfolders = [
@@ -306,7 +312,15 @@ class FolderStore(Store):
         subfolders = 0
         while folders:
             folder, levels = folders.pop()
-            with os.scandir(folder) as entries:
+            try:
+                listing = os.scandir(folder)
+            except (FileNotFoundError, NotADirectoryError):
+                if folder == self._folder:
+                    raise
+                continue  # removed since it was listed
+            except PermissionError:
+                raise store_error(f"cannot list {folder}: permission denied") from None
+            with listing as entries:
                 for entry in entries:
                     if entry.is_symlink():
                         skipped_links += 1
@@ -509,8 +523,11 @@ class FolderStore(Store):
         """Put back files a killed cleanup had moved aside and not yet verified."""
         restored = 0
         for folder in self._folders():
-            with os.scandir(folder) as entries:
-                leftovers = [e.name for e in entries if e.name.startswith(TRASH_PREFIX)]
+            try:
+                with os.scandir(folder) as entries:
+                    leftovers = [e.name for e in entries if e.name.startswith(TRASH_PREFIX)]
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # removed since it was listed
             for leftover in leftovers:
                 original = leftover[len(TRASH_PREFIX) :]
                 trash = Path(folder, leftover)
