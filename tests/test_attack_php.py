@@ -410,3 +410,12 @@ def test_a_subfolder_removed_during_the_scan_is_skipped_not_exit_70(tmp_path, cl
     (folder / "b" / "sess_b1").write_bytes(b"user_id|i:1;")
     out = cli("cleanup", "--store", store, "--all", "--yes", "-f", "json")
     assert json.loads(out.stdout)["deleted"] == 1
+
+
+def test_inspect_of_an_id_too_long_for_a_file_name_finds_nothing(tmp_path, cli):
+    # It showed a session "invalid: cannot read: File name too long", exit 0.
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "sess_one").write_bytes(b"user_id|i:1;")
+    out = cli("inspect", "--store", f"php:{folder}", "a" * 300, code=None)
+    assert out.exit_code != 0 and "no session" in out.stderr

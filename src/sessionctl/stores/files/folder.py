@@ -89,7 +89,8 @@ def read_regular(path: str | Path, limit: int | None = None) -> tuple[bytes, os.
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOENT, errno.ENXIO, errno.ENOTDIR):
+        # ENAMETOOLONG: no file has that name (`inspect` of a 300-character id showed one).
+        if exc.errno in (errno.ELOOP, errno.ENOENT, errno.ENXIO, errno.ENOTDIR, errno.ENAMETOOLONG):
             return None
         raise
     try:
