@@ -288,3 +288,32 @@ def test_the_lock_of_a_run_killed_on_this_host_is_taken_over_a_live_ones_is_not(
     finally:
         with redis_space.client() as r:
             r.unlink(lock_key)
+
+
+def test_a_server_that_never_answers_is_one_line_in_seconds_not_minutes(cli, redis_server):
+    """A TLS address on a plain Redis port (the handshake gets no answer) or a listener that
+    never speaks took 2 x statement_timeout (two minutes) before its line."""
+    import socket as sockets
+    import threading
+    from urllib.parse import urlsplit
+
+    listener = sockets.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted = []
+    threading.Thread(
+        target=lambda: [accepted.append(listener.accept()) for _ in range(4)], daemon=True
+    ).start()
+    plain = urlsplit(redis_server)
+    silent = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    tls = f"rediss://{plain.hostname}:{plain.port or 6379}/0"
+    try:
+        for address in (silent, tls):
+            started = time.monotonic()
+            line = one_line_error(cli("list", "--store", address, code=3))
+            assert time.monotonic() - started < 20, line
+            assert "cannot reach Redis" in line
+    finally:
+        listener.close()
+        for conn, _ in accepted:
+            conn.close()

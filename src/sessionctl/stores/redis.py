@@ -535,7 +535,10 @@ class RedisStore(Store):
             "username": address.param("user"),
             "password": self._password,
             "socket_connect_timeout": 5,
-            "socket_timeout": max(10.0, float(self.settings.statement_timeout)),
+            # Until the server has answered (TLS handshake, PING) the connect timeout: a server
+            # that never answers (a TLS address on a plain port) is one line in seconds, not
+            # after twice statement_timeout. `client` then gives commands their own.
+            "socket_timeout": 5,
         }
         if address.param("scheme") == "unix":
             return redis.Redis(unix_socket_path=address.param("path"), **common)
@@ -561,9 +564,18 @@ class RedisStore(Store):
                 client = self._cluster_client()
                 with self._errors("connecting to the cluster"):
                     client.ping()
+            else:
+                # It answers: connections from now on wait as long as a command may run.
+                pool = client.connection_pool
+                pool.disconnect()
+                pool.connection_kwargs["socket_timeout"] = self._command_timeout()
+                pool.reset()  # the connections made so far keep their timeout: new ones
             self._cluster = clustered
             self._client = client
         return self._client
+
+    def _command_timeout(self) -> float:
+        return max(10.0, float(self.settings.statement_timeout))
 
     def _cluster_client(self):
         redis = _redis()
@@ -577,7 +589,7 @@ class RedisStore(Store):
             password=self._password,
             ssl=address.param("scheme") == "rediss",
             socket_connect_timeout=5,
-            socket_timeout=max(10.0, float(self.settings.statement_timeout)),
+            socket_timeout=self._command_timeout(),
         )
 
     def _batch(self) -> _Batch:
