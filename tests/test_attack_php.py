@@ -419,3 +419,39 @@ def test_inspect_of_an_id_too_long_for_a_file_name_finds_nothing(tmp_path, cli):
     (folder / "sess_one").write_bytes(b"user_id|i:1;")
     out = cli("inspect", "--store", f"php:{folder}", "a" * 300, code=None)
     assert out.exit_code != 0 and "no session" in out.stderr
+
+
+def test_a_failing_hook_that_quotes_a_session_variable_never_shows_it(tmp_path, cli, state_dir):
+    # The hook's last stderr line goes to the results and the audit log, scrubbed of the
+    # session's secrets, which knew only secret-looking names: $_SESSION['note'] went through.
+    import sys
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    path = folder / "sess_one"
+    path.write_bytes(b'note|s:%d:"%s";' % (len(CANARY), CANARY.encode()))
+    _old(path)
+    hook = tmp_path / "hook.py"
+    hook.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        "print('refused', json.load(sys.stdin)['record']['note'], file=sys.stderr)\n"
+        "sys.exit(3)\n"
+    )
+    hook.chmod(0o755)
+    out = cli(
+        "cleanup",
+        "--store",
+        f"php:{folder}",
+        "--expired",
+        "--yes",
+        "--hook",
+        hook,
+        "-f",
+        "json",
+        code=None,
+    )
+    assert "hook exited with status 3" in out.stdout
+    assert CANARY not in out.stdout + out.stderr
+    for logged in state_dir.rglob("*.log"):
+        assert CANARY not in logged.read_text()
+    assert path.exists()

@@ -46,7 +46,12 @@ def check_hook(argv: list[str]) -> None:
 
 
 def run_hook(
-    argv: list[str], session: dict, session_id: str | None, store_label: str, timeout: float
+    argv: list[str],
+    session: dict,
+    session_id: str | None,
+    store_label: str,
+    timeout: float,
+    payload_fields: tuple[str, ...] = (),
 ) -> str | None:
     """Run the hook for one session. None on success, else the error to report."""
     env = dict(os.environ)
@@ -75,7 +80,8 @@ def run_hook(
         lines = stderr.decode("utf-8", "replace").strip().splitlines()
         # The hook was given the whole session; what it says goes to results and the audit
         # log, where the session's secrets never go.
-        last = scrub(lines[-1].strip(), secret_texts(session.get("record"))) if lines else ""
+        secrets = secret_texts(session.get("record"), payload=payload_fields)
+        last = scrub(lines[-1].strip(), secrets) if lines else ""
         detail = f": {last[:200]}" if last else ""
         if process.returncode < 0:
             return f"hook killed by signal {-process.returncode}{detail}"

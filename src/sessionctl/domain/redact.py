@@ -128,7 +128,7 @@ def _redact_json_text(value: str) -> str:
     return json.dumps(redacted, ensure_ascii=False)
 
 
-def secret_texts(data: Any, minimum: int = 6) -> list[str]:
+def secret_texts(data: Any, minimum: int = 6, payload: tuple[str, ...] = ()) -> list[str]:
     """Every text a redacted view hides in `data` (values of payload and secret-looking fields,
     nested or in JSON text), longest first: what must not be quoted back from elsewhere."""
     found: set[str] = set()
@@ -155,6 +155,13 @@ def secret_texts(data: Any, minimum: int = 6) -> list[str]:
                 found.add(text)
 
     collect(data, False)
+    tops = {p.split(".")[0] for p in payload}
+    if tops and isinstance(data, dict):
+        # Payload fields (the mapping's; "*": all but the store's own $fields) are secret whole.
+        everything = ALL_FIELDS in tops
+        for key, item in data.items():
+            if key in tops or (everything and not str(key).startswith("$")):
+                collect(item, True, 1)
     return sorted(found, key=len, reverse=True)
 
 

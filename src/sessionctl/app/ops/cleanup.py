@@ -369,6 +369,7 @@ class _Remover:
                 session.id,
                 ctx.label,
                 options.hook_timeout,
+                payload_fields=ctx.mapping.payload,
             )
             if error is None:
                 passed.append(candidate)
