@@ -317,3 +317,29 @@ def test_a_server_that_never_answers_is_one_line_in_seconds_not_minutes(cli, red
         listener.close()
         for conn, _ in accepted:
             conn.close()
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "redis://u:Ca?SECRETnary@127.0.0.1:6379/0",
+        "redis://u:12345/SECRETnary@127.0.0.1:6379/0",
+        "redis://u:123?prefix=SECRETnary@127.0.0.1:6379/0",
+        "rediss://u:Ca#SECRETnary@127.0.0.1:6379/0",
+    ],
+)
+def test_a_password_with_unencoded_separators_is_refused_without_echoing_it(cli, address):
+    """`?` or `/` in a password ended the host part early and its tail was printed as an
+    unknown parameter or a database that is not a number."""
+    line = one_line_error(cli("list", "--store", address, code=2))
+    assert "SECRET" not in line and "nary" not in line
+    assert "percent-encode" in line
+
+
+def test_a_prefix_with_an_encoded_at_sign_still_works(cli, redis_space):
+    with redis_space.client() as r:
+        r.set(redis_space.prefix + "a@b:sess:x", b'{"cookie":{}}')
+    listed = json.loads(
+        cli("list", "--store", redis_space.address("a%40b:"), "--format", "json").stdout
+    )
+    assert [s["key"] for s in listed] == [redis_space.prefix + "a@b:sess:x"]

@@ -148,6 +148,18 @@ def parse_redis_address(text: str) -> Address:
     text = text.strip()
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
+    split_early = "#" in text or (
+        scheme != "unix" and ("@" in parts.path or ("@" in parts.query and "@" not in parts.netloc))
+    )
+    if split_early:
+        # A password with an unencoded / ? # ends the host part early: what then looks like a
+        # port, database or parameter is part of the password. Nothing of it is echoed.
+        raise usage_error(
+            f"store {scheme}://...: a '#', or an '@' after the host (a password's own / ? # @"
+            " not percent-encoded?)",
+            "percent-encode them (/ is %2F, ? is %3F, # is %23, @ is %40, in a prefix too), or"
+            " give the password by password_env, password_file or REDISCLI_AUTH",
+        )
     query = parse_qs(parts.query, keep_blank_values=True)
     allowed = {"prefix", "preset"} | ({"db"} if scheme == "unix" else set())
     unknown = sorted(set(query) - allowed)
