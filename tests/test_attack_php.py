@@ -455,3 +455,17 @@ def test_a_failing_hook_that_quotes_a_session_variable_never_shows_it(tmp_path, 
     for logged in state_dir.rglob("*.log"):
         assert CANARY not in logged.read_text()
     assert path.exists()
+
+
+def test_a_relative_save_path_in_php_ini_is_refused(tmp_path, cli, monkeypatch):
+    # It was resolved against this run's working folder (cron's: the home folder), not the
+    # folder PHP writes to.
+    from helpers import one_line_error
+
+    (tmp_path / "sessions").mkdir()
+    (tmp_path / "sessions" / "sess_one").write_bytes(b"user_id|i:1;")
+    ini = tmp_path / "php.ini"
+    ini.write_text('session.save_path = "sessions"\n')
+    monkeypatch.chdir(tmp_path)
+    out = cli("stats", "--store", "php:", "--php-ini", ini, code=2)
+    assert "relative session.save_path" in one_line_error(out)

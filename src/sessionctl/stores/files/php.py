@@ -281,6 +281,13 @@ class PhpStore(FolderStore):
                 "give the folder: php:DIR",
             )
         where = parse_save_path(self.ini.save_path)
+        if not os.path.isabs(os.path.expanduser(where.folder)):
+            # PHP resolves it against each request's working folder; this run's (cron's: the
+            # home folder) would be another one.
+            raise usage_error(
+                f"{self.ini_file} sets a relative session.save_path ({where.folder})",
+                "give the folder: php:DIR",
+            )
         handler = address.param("handler")
         out = _php_address(where.folder, where.depth, where.mode, handler)
         return replace(out, name=address.name)
