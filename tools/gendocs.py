@@ -459,7 +459,7 @@ def documented_env_names() -> set[str]:
 
 def man_page() -> str:
     from sessionctl import __version__
-    from sessionctl.core.errors import ExitCode
+    from sessionctl.domain.errors import ExitCode
 
     tree = list(walk())
     root_path, root, root_ctx = tree[0]
