@@ -9,6 +9,7 @@ import base64
 import gzip
 import json
 import os
+import shutil
 import socket
 import struct
 import time
@@ -192,27 +193,40 @@ def test_a_spring_index_member_that_is_not_utf8_names_its_own_key(cli, redis_spa
 
 
 def test_a_lock_of_a_live_request_on_this_host_stays_however_long_it_runs(
-    cli, redis_space, monkeypatch
+    cli, redis_space, monkeypatch, tmp_path
 ):
-    """A `_LOCK` key idle longer than STALE_LOCK_S went with --orphans even when its process,
-    on this host, was running; another host's old lock still goes, a fresh one stays."""
+    """A `_LOCK` key idle longer than STALE_LOCK_S went with --orphans even when its PHP
+    process, on this host, was running. A pid now run by another program (reused) goes by idle
+    time, as another host's lock does."""
+    import subprocess
+
     from sessionctl.stores import redis as redis_store
 
     monkeypatch.setattr(redis_store, "STALE_LOCK_S", 0)
+    fake_php = tmp_path / "php-fpm8.2"  # /proc/PID/comm names the program: php-fpm8.2
+    shutil.copy(shutil.which("sleep"), fake_php)
+    php = subprocess.Popen([str(fake_php), "60"])
     base = redis_space.prefix + "PHPREDIS_SESSION:"
     here = socket.gethostname()
-    with redis_space.client() as r:
-        r.set(base + "live1", b"x|", ex=600)
-        r.set(base + "live1_LOCK", f"{here}|{os.getpid()}")
-        r.set(base + "other1", b"x|", ex=600)
-        r.set(base + "other1_LOCK", f"elsewhere.example|{os.getpid()}")
-    time.sleep(1.1)  # idle 1 s > STALE_LOCK_S
-    address = redis_space.address() + "&preset=phpredis"
-    done = json.loads(
-        cli("cleanup", "--store", address, "--orphans", "--yes", "--format", "json").stdout
-    )
-    assert done["deleted"] == 1
-    assert redis_space.keys("*_LOCK") == ["PHPREDIS_SESSION:live1_LOCK"]
+    try:
+        with redis_space.client() as r:
+            for sid, holder in (
+                ("live1", f"{here}|{php.pid}"),
+                ("reused1", f"{here}|{os.getpid()}"),  # this python: not PHP
+                ("other1", f"elsewhere.example|{php.pid}"),
+            ):
+                r.set(base + sid, b"x|", ex=600)
+                r.set(base + sid + "_LOCK", holder)
+        time.sleep(1.1)  # idle 1 s > STALE_LOCK_S
+        address = redis_space.address() + "&preset=phpredis"
+        done = json.loads(
+            cli("cleanup", "--store", address, "--orphans", "--yes", "--format", "json").stdout
+        )
+        assert done["deleted"] == 2
+        assert redis_space.keys("*_LOCK") == ["PHPREDIS_SESSION:live1_LOCK"]
+    finally:
+        php.kill()
+        php.wait()
 
 
 def test_restore_into_a_server_at_maxmemory_counts_what_went_in_and_refuses_the_rest(

@@ -1154,11 +1154,14 @@ class RedisStore(Store):
                 continue
             host, _, pid = value.decode("utf-8", "replace").rpartition("|")
             if host == here and pid.isdigit():
-                # This host's request: gone when its process is, and only then (a request
-                # that runs for hours still holds its lock).
+                # This host's request: gone when its process is; while a PHP process runs under
+                # that pid (a request may run for hours) its lock stays. A pid taken since by
+                # another program goes by idle time, as another host's lock does.
                 if not _pid_alive(int(pid)):
                     yield key, session_id, value, idle
-                continue
+                    continue
+                if _pid_runs_php(int(pid)):
+                    continue
             if idle is not None and idle > STALE_LOCK_S:
                 yield key, session_id, value, idle
 
@@ -1541,6 +1544,15 @@ def _same(version: Any, wanted: Any) -> bool:
     if (version[2] == -1) != (wanted[2] == -1):
         return False
     return version[2] == -1 or abs(version[2] - wanted[2]) <= DEADLINE_SLACK_MS
+
+
+def _pid_runs_php(pid: int) -> bool:
+    """Whether the process is PHP (php, php-fpm8.2, php-cgi...); True where /proc cannot say."""
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as handle:
+            return "php" in handle.read().lower()
+    except OSError:
+        return True
 
 
 def _pid_alive(pid: int) -> bool:
