@@ -384,3 +384,46 @@ def test_a_delete_trigger_refusing_one_row_fails_that_row_only(
     assert report["deleted"] == 2 and report["failed"] == 1, report
     assert [e["sessionId"] for e in report["errors"]] == ["old1"]
     assert _keys(mysql_db) == ["new0", "old1"]
+
+
+@pytest.mark.parametrize("engine", ["InnoDB", "MyISAM"])
+def test_a_table_locked_by_the_application_is_busy_not_a_hang(mysql_db, tmp_path, engine):
+    """Was: an application holding LOCK TABLES ... READ (or an ALTER waiting on a metadata
+    lock) made the cleanup wait for lock_wait_timeout, a day by default; with that lowered, the
+    lock wait timeout outside a batch was exit 70. Now: lock_timeout bounds it, exit 4."""
+    import os
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    _engine_table(mysql_db, engine)
+    holder = mysql_db.connect()
+    started = threading.Event()
+
+    def hold() -> None:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLES django_session READ")
+            started.set()
+            try:
+                cur.execute("SELECT SLEEP(20)")
+            except Exception:  # noqa: BLE001  (ended by KILL QUERY)
+                pass
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    try:
+        run = subprocess.run(
+            [str(Path(sys.executable).parent / "sessionctl"), "cleanup", "--store",
+             mysql_db.address("django_session"), "--expired", "--yes"],
+            env={**os.environ, "SESSIONCTL_STATE_DIR": str(tmp_path / "state")},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        mysql_db.execute(f"KILL QUERY {holder.thread_id()}")
+        thread.join(10)
+        holder.close()
+    assert run.returncode == 4, run.stderr
+    assert "internal error" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert _keys(mysql_db) == ["new0", "old0", "old1"]

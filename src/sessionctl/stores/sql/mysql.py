@@ -592,7 +592,9 @@ class MysqlStore(TableStore):
             conn = _Conn(raw)
             conn.execute(
                 "SET time_zone = '+00:00', sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES'),"
-                f" innodb_lock_wait_timeout = {self.lock_wait_timeout}"
+                f" innodb_lock_wait_timeout = {self.lock_wait_timeout},"
+                # Table and metadata locks too (LOCK TABLES, an ALTER waiting): not a day.
+                f" lock_wait_timeout = {self.lock_wait_timeout}"
             )
             conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         return conn
@@ -624,7 +626,16 @@ class MysqlStore(TableStore):
             raise
         except pymysql.err.MySQLError as exc:
             if self.is_retryable(exc):
-                raise
+                if self._in_retry:
+                    raise  # the batch is rolled back and tried again (`retrying`)
+                # Outside a batch: a table lock (LOCK TABLES) or a metadata lock (an ALTER
+                # waiting behind a long transaction) held longer than lock_wait_timeout.
+                raise busy_error(
+                    f"cannot {doing} {self.where}: {self.table} stayed locked by another"
+                    f" session for {self.lock_wait_timeout}s (LOCK TABLES, or DDL waiting);"
+                    " nothing more was changed",
+                    "try again later",
+                ) from None
             raise store_error(f"cannot {doing} {self.where}: {self._reason(exc)}") from None
         except OSError as exc:
             raise store_error(f"cannot {doing} {self.where}: {self._scrub(exc)}") from None
@@ -666,6 +677,8 @@ class MysqlStore(TableStore):
 
     #: The run's cross-host lock, while one is held (checked before each batch).
     _held_lock = None
+    #: Inside `retrying`: a deadlock or lock wait timeout goes to it, to be tried again.
+    _in_retry = 0
 
     def _check_still_locked(self) -> None:
         """Before a batch: the run's lock is still held. GET_LOCK goes with its connection
@@ -686,6 +699,7 @@ class MysqlStore(TableStore):
         pause = BACKOFF
         for attempt in range(RETRIES + 1):
             self._check_still_locked()
+            self._in_retry += 1
             try:
                 return batch()
             except self.pymysql.err.MySQLError as exc:
@@ -702,6 +716,8 @@ class MysqlStore(TableStore):
                     ) from None
                 time.sleep(pause)
                 pause *= 2
+            finally:
+                self._in_retry -= 1
         raise AssertionError("unreachable")
 
     def key_among(self, name: str) -> str:
