@@ -427,3 +427,44 @@ def test_a_table_locked_by_the_application_is_busy_not_a_hang(mysql_db, tmp_path
     assert run.returncode == 4, run.stderr
     assert "internal error" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
     assert _keys(mysql_db) == ["new0", "old0", "old1"]
+
+
+def test_a_server_with_no_backslash_escapes_judges_as_python_does(
+    cli, mysql_db, tmp_path, monkeypatch
+):
+    """Was: with NO_BACKSLASH_ESCAPES in the server's sql_mode (stood in for by each
+    connection's init_command), the judge's doubled backslash meant two backslashes: a session
+    whose value is the allowed 'a\\' was chosen as not_allowed by the SQL judge only."""
+    import pymysql
+
+    real = pymysql.connect
+
+    def connect(*args, **kwargs):
+        kwargs["init_command"] = (
+            "SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')"
+        )
+        return real(*args, **kwargs)
+
+    _django(mysql_db, expired=0, active=0)
+    mysql_db.execute("ALTER TABLE django_session ADD COLUMN kind varchar(40)")
+    for key, kind in [("s1", "a\\"), ("s2", "a"), ("s3", "b"), ("s'4", "a\\\\")]:
+        mysql_db.execute(
+            "INSERT INTO django_session VALUES (%s, 'x', UTC_TIMESTAMP() - INTERVAL 1 DAY, %s)",
+            (key, kind),
+        )
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[stores.web]\naddress = "{mysql_db.address("django_session")}"\npreset = "django"\n'
+        '[stores.web.rules]\nallowed = { kind = ["a\\\\", "b"] }\n'
+    )
+    monkeypatch.setenv("SESSIONCTL_CONFIG", str(config))
+    monkeypatch.setattr(pymysql, "connect", connect)
+    chosen = []
+    for pushdown in ("1", "0"):
+        monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
+        result = cli("cleanup", "--store", "web", "--invalid", "--dry-run", "--format", "json")
+        chosen.append(sorted(s["id"] for s in json.loads(result.stdout)["sessions"]))
+    assert chosen[0] == chosen[1] == ["s'4", "s2"], chosen
+    result = cli("cleanup", "--store", "web", "--expired", "--yes", "--format", "json")
+    assert json.loads(result.stdout)["deleted"] == 4
+    assert _keys(mysql_db) == []

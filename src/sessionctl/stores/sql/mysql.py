@@ -591,7 +591,11 @@ class MysqlStore(TableStore):
                 raw = self.pymysql.connect(**args)
             conn = _Conn(raw)
             conn.execute(
-                "SET time_zone = '+00:00', sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES'),"
+                "SET time_zone = '+00:00',"
+                # ANSI quotes for names; backslashes escape in literals (the judge's literals
+                # and the quoting here count on it, whatever the server's own sql_mode).
+                " sql_mode = REPLACE(CONCAT(@@sql_mode, ',ANSI_QUOTES'),"
+                " 'NO_BACKSLASH_ESCAPES', ''),"
                 f" innodb_lock_wait_timeout = {self.lock_wait_timeout},"
                 # Table and metadata locks too (LOCK TABLES, an ALTER waiting): not a day.
                 f" lock_wait_timeout = {self.lock_wait_timeout}"
