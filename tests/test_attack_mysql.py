@@ -468,3 +468,50 @@ def test_a_server_with_no_backslash_escapes_judges_as_python_does(
     result = cli("cleanup", "--store", "web", "--expired", "--yes", "--format", "json")
     assert json.loads(result.stdout)["deleted"] == 4
     assert _keys(mysql_db) == []
+
+
+@pytest.mark.parametrize(
+    "mode", ["EMPTY_STRING_IS_NULL", "PAD_CHAR_TO_FULL_LENGTH", "ORACLE", "NO_BACKSLASH_ESCAPES"]
+)
+def test_a_server_sql_mode_does_not_change_what_is_chosen(
+    cli, mysql_db, tmp_path, monkeypatch, mode
+):
+    """Was: EMPTY_STRING_IS_NULL made the tool's own SET sql_mode fail (every command exit 3,
+    'error in your SQL syntax'); PAD_CHAR_TO_FULL_LENGTH read CHAR values padded, so every
+    allowed value was not_allowed. The server's sql_mode is stood in for by init_command."""
+    import pymysql
+
+    real = pymysql.connect
+
+    def connect(*args, **kwargs):
+        kwargs["init_command"] = f"SET SESSION sql_mode = CONCAT(@@sql_mode, ',{mode}')"
+        return real(*args, **kwargs)
+
+    mysql_db.execute(
+        "CREATE TABLE django_session (session_key varchar(40) PRIMARY KEY, session_data longtext"
+        " NOT NULL, expire_date datetime(6) NOT NULL, kind char(10))"
+    )
+    mysql_db.execute(
+        "INSERT INTO django_session VALUES ('s1', '', UTC_TIMESTAMP() + INTERVAL 1 HOUR, 'a'),"
+        " ('s2', 'x', UTC_TIMESTAMP() + INTERVAL 1 HOUR, ''),"
+        " ('s3', 'y', UTC_TIMESTAMP() - INTERVAL 1 HOUR, 'b'),"
+        " ('s4', 'z', UTC_TIMESTAMP() + INTERVAL 1 HOUR, 'c'),"
+        " ('s5', 'z', UTC_TIMESTAMP() + INTERVAL 1 HOUR, 'a')"
+    )
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[stores.web]\naddress = "{mysql_db.address("django_session")}"\npreset = "django"\n'
+        '[stores.web.rules]\nrequired = ["session_data", "kind"]\n'
+        'allowed = { kind = ["a", "b", ""] }\n'
+    )
+    monkeypatch.setenv("SESSIONCTL_CONFIG", str(config))
+    monkeypatch.setattr(pymysql, "connect", connect)
+    expected = [("s1", ["missing_field"]), ("s2", ["missing_field"]), ("s3", ["expired"]),
+                ("s4", ["not_allowed"])]  # fmt: skip
+    for pushdown in ("1", "0"):
+        monkeypatch.setenv("SESSIONCTL_PUSHDOWN", pushdown)
+        result = cli(
+            "cleanup", "--store", "web", "--invalid", "--expired", "--dry-run", "--format", "json"
+        )
+        chosen = sorted((s["id"], s["reasons"]) for s in json.loads(result.stdout)["sessions"])
+        assert chosen == expected, (pushdown, chosen)

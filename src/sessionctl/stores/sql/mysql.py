@@ -230,6 +230,24 @@ def _check_option_file(path: str | None, named: bool) -> None:
         raise store_error(f"option file {path}: {why}", "it holds [client] and key = value lines")
 
 
+#: sql_mode flags the tool's sessions drop: each changes what the tool's SQL means.
+_DROPPED_MODES = {
+    "NO_BACKSLASH_ESCAPES",
+    "EMPTY_STRING_IS_NULL",
+    "PIPES_AS_CONCAT",
+    "PAD_CHAR_TO_FULL_LENGTH",
+    "REAL_AS_FLOAT",
+    "IGNORE_SPACE",
+    "ORACLE",
+    "MSSQL",
+    "DB2",
+    "POSTGRESQL",
+    "MAXDB",
+    "ANSI",
+    "SIMULTANEOUS_ASSIGNMENT",
+}
+
+
 def _option_password(path: str) -> str | None:
     """The [client] password of an option file, as PyMySQL reads it (quotes removed)."""
     from pymysql.optionfile import Parser
@@ -590,15 +608,19 @@ class MysqlStore(TableStore):
                 args.pop("program_name", None)
                 raw = self.pymysql.connect(**args)
             conn = _Conn(raw)
+            server_mode = conn.execute("SELECT @@SESSION.sql_mode").fetchone()[0] or ""
+            if isinstance(server_mode, bytes):
+                server_mode = server_mode.decode("ascii", "replace")
+            # The server's strictness is kept; modes that change what SQL means are not: ANSI
+            # quotes for names, backslashes escaping in literals (the judge's literals and the
+            # quoting here count on it), '' not NULL, CHAR values as stored.
+            modes = [m for m in server_mode.split(",") if m and m.upper() not in _DROPPED_MODES]
             conn.execute(
-                "SET time_zone = '+00:00',"
-                # ANSI quotes for names; backslashes escape in literals (the judge's literals
-                # and the quoting here count on it, whatever the server's own sql_mode).
-                " sql_mode = REPLACE(CONCAT(@@sql_mode, ',ANSI_QUOTES'),"
-                " 'NO_BACKSLASH_ESCAPES', ''),"
+                "SET time_zone = '+00:00', sql_mode = %s,"
                 f" innodb_lock_wait_timeout = {self.lock_wait_timeout},"
                 # Table and metadata locks too (LOCK TABLES, an ALTER waiting): not a day.
-                f" lock_wait_timeout = {self.lock_wait_timeout}"
+                f" lock_wait_timeout = {self.lock_wait_timeout}",
+                (",".join([*modes, "ANSI_QUOTES"]),),
             )
             conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         return conn
