@@ -515,3 +515,27 @@ def test_a_server_sql_mode_does_not_change_what_is_chosen(
         )
         chosen = sorted((s["id"], s["reasons"]) for s in json.loads(result.stdout)["sessions"])
         assert chosen == expected, (pushdown, chosen)
+
+
+def test_a_short_server_wait_timeout_does_not_cut_a_run_whose_hooks_take_time(
+    cli, mysql_db, monkeypatch
+):
+    """Was: the tool's connections sat idle while hooks ran; a server whose wait_timeout is
+    short (stood in for by init_command) cut them, and the run ended 'cannot read ...: the
+    server closed the connection' (exit 3) after the hooks had run, with nothing removed."""
+    import pymysql
+
+    real = pymysql.connect
+
+    def connect(*args, **kwargs):
+        kwargs["init_command"] = "SET SESSION wait_timeout = 1"
+        return real(*args, **kwargs)
+
+    _django(mysql_db, expired=2, active=1)
+    monkeypatch.setattr(pymysql, "connect", connect)
+    result = cli(
+        "cleanup", "--store", mysql_db.address("django_session"), "--expired", "--yes",
+        "--hook", "sleep 1.5", "--format", "json",
+    )  # fmt: skip
+    assert json.loads(result.stdout)["deleted"] == 2
+    assert _keys(mysql_db) == ["new0"]

@@ -619,7 +619,10 @@ class MysqlStore(TableStore):
                 "SET time_zone = '+00:00', sql_mode = %s,"
                 f" innodb_lock_wait_timeout = {self.lock_wait_timeout},"
                 # Table and metadata locks too (LOCK TABLES, an ALTER waiting): not a day.
-                f" lock_wait_timeout = {self.lock_wait_timeout}",
+                f" lock_wait_timeout = {self.lock_wait_timeout},"
+                # Idle while hooks run or the other connection streams a large table: a
+                # server's short wait_timeout (a minute on some) would cut it mid-run.
+                " wait_timeout = GREATEST(@@SESSION.wait_timeout, 86400)",
                 (",".join([*modes, "ANSI_QUOTES"]),),
             )
             conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
