@@ -539,3 +539,18 @@ def test_a_short_server_wait_timeout_does_not_cut_a_run_whose_hooks_take_time(
     )  # fmt: skip
     assert json.loads(result.stdout)["deleted"] == 2
     assert _keys(mysql_db) == ["new0"]
+
+
+def test_explain_names_foreign_keys_that_set_null_on_delete(cli, mysql_db):
+    """Was: a foreign key ON DELETE SET NULL to the session table was not named anywhere: the
+    delete clears those rows' links, which no archive keeps and restore cannot put back."""
+    _django(mysql_db)
+    mysql_db.execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, sk varchar(40), FOREIGN KEY (sk)"
+        " REFERENCES django_session (session_key) ON DELETE SET NULL)"
+    )
+    result = cli(
+        "cleanup", "--store", mysql_db.address("django_session"), "--expired", "--dry-run",
+        "--explain",
+    )  # fmt: skip
+    assert "set_null_on_delete: orders.orders_ibfk_1 (SET NULL, not archived)" in result.stderr

@@ -952,6 +952,21 @@ class MysqlStore(TableStore):
             found.extend((table, name) for (name,) in rows)
         return found
 
+    def set_null_references(self) -> list[str]:
+        """Foreign keys ON DELETE SET NULL / SET DEFAULT to the table or its cascade tables:
+        a delete changes those rows, which no archive keeps (restore leaves them unlinked)."""
+        found = []
+        for table in [self.table, *self.cascade_tables()]:
+            rows = self.query(
+                "SELECT TABLE_NAME, CONSTRAINT_NAME, DELETE_RULE FROM"
+                " information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA ="
+                " DATABASE() AND REFERENCED_TABLE_NAME = %s"
+                " AND DELETE_RULE IN ('SET NULL', 'SET DEFAULT') ORDER BY 1, 2",
+                (table,),
+            )
+            found.extend(f"{child}.{name} ({rule}, not archived)" for child, name, rule in rows)
+        return found
+
     def _index_rows(self) -> list[tuple[bool, list[str]]]:
         rows = self.query(
             "SELECT INDEX_NAME, NON_UNIQUE, COLUMN_NAME FROM information_schema.STATISTICS"
@@ -1114,6 +1129,7 @@ class MysqlStore(TableStore):
             "indexed_columns": sorted(self.indexed_columns()),
             "cascades_to": self.cascade_tables(),
             "delete_triggers": [f"{name} on {table}" for table, name in self.delete_triggers()],
+            "set_null_on_delete": self.set_null_references(),
             "rows": self.count(),
         }
 
