@@ -1092,12 +1092,29 @@ def _lenient_times(conn) -> None:
 
 
 def _named(sql: str) -> str:
-    """`:name` parameters (the judge's notation) as psycopg's `%(name)s`, outside quotes; every
-    `%` doubled so psycopg takes none of the SQL's own for a parameter."""
-    parts = sql.replace("%", "%%").split("'")
-    for i in range(0, len(parts), 2):
-        parts[i] = re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", r"%(\1)s", parts[i])
-    return "'".join(parts)
+    """`:name` parameters (the judge's notation) as psycopg's `%(name)s`, outside quoted names
+    and literals (a table may be named `x'y` or `a:b`; quotes inside are doubled, so toggling
+    on each quote character reads them right); `::type` casts left alone; every `%` doubled
+    so psycopg takes none of the SQL's own for a parameter."""
+    out, quote, i = [], None, 0
+    while i < len(sql):
+        char = sql[i]
+        if quote is not None:
+            if char == quote:
+                quote = None
+        elif char in "\"'":
+            quote = char
+        elif char == ":" and (i == 0 or not (sql[i - 1].isalnum() or sql[i - 1] in ":_")):
+            end = i + 1
+            while end < len(sql) and (sql[end].isalnum() or sql[end] == "_"):
+                end += 1
+            if end > i + 1 and not sql[i + 1].isdigit():
+                out.append(f"%({sql[i + 1 : end]})s")
+                i = end
+                continue
+        out.append("%%" if char == "%" else char)
+        i += 1
+    return "".join(out)
 
 
 def _archive_value(value):
