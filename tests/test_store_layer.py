@@ -46,7 +46,9 @@ def test_every_registered_kind_parses_its_own_scheme(tmp_path):
             assert address.kind == kind
 
 
-@pytest.mark.parametrize("text", ["memcached://cache:11211/0", "nosuch://host/x", "cassandra://h:9042/ks"])
+@pytest.mark.parametrize(
+    "text", ["memcached://cache:11211/0", "nosuch://host/x", "cassandra://h:9042/ks"]
+)
 def test_an_address_no_kind_handles_is_one_line_naming_the_kinds(cli, text):
     line = one_line_error(cli("list", "--store", text, code=ExitCode.USAGE))
     assert text.split("://")[0] + "://" in line

@@ -458,7 +458,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="connect-pg-simple",
-            title="express-session connect-pg-simple \"session\" (expire: naive, server TimeZone)",
+            title='express-session connect-pg-simple "session" (expire: naive, server TimeZone)',
             shapes=(TABLE,),
             fields={
                 "id": "sid",
