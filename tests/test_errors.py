@@ -210,7 +210,7 @@ def test_a_mapping_naming_missing_columns_is_refused(cli, tmp_path):
     "args,says",
     [
         (["list", "--bogus"], "No such option: --bogus (see 'sessionctl list -h')"),
-        (["cleanup", "--expired", "--batch-size", "0"], "Invalid value for '--batch-size'"),
+        (["list", "--limit", "abc"], "Invalid value for '--limit'"),
         (["list", "--idle-from", "bogus"], "'--idle-from'"),
         (["schedule", "bogus"], "No such command 'bogus'"),
         (["bogus"], "No such command 'bogus'"),
