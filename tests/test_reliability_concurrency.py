@@ -277,3 +277,90 @@ def test_json_rewrite_keeps_an_application_write_made_while_it_writes(cli, tmp_p
     assert sessions[revived]["last_used"] > time.time() - 60
     assert result["changed"] == 1
     assert result["deleted"] == len(generated.ids["expired"]) - 1
+
+
+def _json_store_with_app_write(tmp_path):
+    """A JSON store with one expired and one active session, read by a store object, and a
+    function that plays one application write (read, change, temp file, rename over)."""
+    from sessionctl.stores import open_store, parse_address
+
+    path = tmp_path / "sessions.json"
+    sessions = [
+        {"session_id": "old", "expires_at": "2000-01-01T00:00:00Z"},
+        {"session_id": "app", "expires_at": "2999-01-01T00:00:00Z", "hits": 0},
+    ]
+    path.write_text(json.dumps({"sessions": sessions}, indent=2) + "\n")
+    store = open_store(parse_address(f"json:{path}"))
+    store.load()
+    writes = []
+
+    def app_write():
+        document = json.loads(path.read_bytes())
+        for session in document["sessions"]:
+            if session["session_id"] == "app":
+                writes.append(len(writes) + 1)
+                session["hits"] = writes[-1]
+        temp = path.with_name(".app.tmp")
+        temp.write_text(json.dumps(document, indent=2) + "\n")
+        os.replace(temp, path)
+
+    return path, store, app_write, writes
+
+
+def _hits(path: Path) -> int:
+    sessions = json.loads(path.read_bytes())["sessions"]
+    assert [s["session_id"] for s in sessions] == ["app"]  # the expired one is gone
+    return sessions[0]["hits"]
+
+
+def test_an_application_rename_right_after_the_check_is_not_overwritten(tmp_path, monkeypatch):
+    """The JSON file store checks the file is unchanged right before its rename; an
+    application's rename landing between that check and the rename was overwritten (1 CI run in
+    ~8 of the concurrency test lost a write). Now the new file is swapped in and what came out
+    compared: the application's file is put back, and the cleanup tries again on top of it."""
+    from sessionctl.stores import jsonfile
+    from sessionctl.stores.base import Candidate
+
+    path, store, app_write, writes = _json_store_with_app_write(tmp_path)
+    real = jsonfile.atomic_write
+
+    def atomic_write(target, data, *args, check=None, **kwargs):
+        if check is not None and Path(target) == store.target and not writes:
+
+            def late_check():
+                passed = check()
+                app_write()  # lands after the check said "unchanged"
+                return passed
+
+            return real(target, data, *args, check=late_check, **kwargs)
+        return real(target, data, *args, check=check, **kwargs)
+
+    monkeypatch.setattr(jsonfile, "atomic_write", atomic_write)
+    outcome = store.remove([Candidate(key=0, fingerprint=0, id="old")], lambda records: None)
+    assert [r.data["session_id"] for r in outcome.removed] == ["old"]
+    assert writes == [1]
+    assert _hits(path) == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_an_application_writing_twice_during_the_swap_keeps_its_newest_file(tmp_path, monkeypatch):
+    """The application renames once after the check, and again (having read the cleanup's
+    file) while its first file is being put back: its newest file is the one left in place."""
+    from sessionctl import fsutil
+    from sessionctl.stores.base import Candidate
+
+    path, store, app_write, writes = _json_store_with_app_write(tmp_path)
+    real = fsutil._exchange
+    calls = []
+
+    def exchange(first, second):
+        calls.append(1)
+        if len(calls) <= 2:
+            app_write()  # before the swap-in, then before the swap back
+        return real(first, second)
+
+    monkeypatch.setattr(fsutil, "_exchange", exchange)
+    store.remove([Candidate(key=0, fingerprint=0, id="old")], lambda records: None)
+    assert writes == [1, 2]
+    assert _hits(path) == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .domain.errors import store_error
 
@@ -81,6 +83,7 @@ def atomic_write(
     mode: int | None = None,
     like: os.stat_result | None = None,
     check: Callable[[], bool] | None = None,
+    expected: os.stat_result | None = None,
 ) -> bool:
     """Replace `path` with `data`: temp file in the same folder, fsync, rename, fsync folder.
 
@@ -88,6 +91,12 @@ def atomic_write(
     replaced, so an application's store keeps the permissions it had. `check`, when given, is
     asked right before the rename, after the slow part (writing, fsync): if it says no (the
     file changed meanwhile), nothing is replaced and the result is False.
+
+    `expected` (the stat of the file `path` must still be) closes the gap between that check
+    and the rename, where an application's own rename could land and be overwritten: where
+    the system can (Linux renameat2 RENAME_EXCHANGE), the new file is swapped in and the file
+    swapped out is compared with `expected`; when it is another (an application's write that
+    landed after the check), it is swapped back at once and the result is False.
     """
     folder = path.parent
     try:
@@ -109,6 +118,13 @@ def atomic_write(
         if check is not None and not check():
             temp.unlink()
             return False
+        if expected is not None:
+            outcome = _swap_in(temp, path, expected)
+            if outcome is not None:
+                if not outcome:
+                    return False
+                fsync_dir(folder)
+                return True
         os.replace(temp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -129,3 +145,70 @@ def fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _same_file(info: os.stat_result, expected: os.stat_result) -> bool:
+    # Not st_ctime: a rename changes it. The caller keeps `expected` open, so its inode
+    # number is not reused meanwhile.
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns) == (
+        expected.st_dev,
+        expected.st_ino,
+        expected.st_size,
+        expected.st_mtime_ns,
+    )
+
+
+def _swap_in(temp: Path, path: Path, expected: os.stat_result) -> bool | None:
+    """Swap `temp` in at `path` if `path` still holds `expected`; None when the system cannot
+    swap (the caller renames instead). Whatever ends up at `temp` is deleted."""
+    placed = os.lstat(temp)  # ours, about to be at `path`
+    if not _exchange(temp, path):
+        return None
+    displaced = os.lstat(temp)
+    if _same_file(displaced, expected):
+        os.unlink(temp)
+        return True
+    # An application's rename landed after the check: put its file back. Should it have
+    # renamed again meanwhile (a newer file at `path`, ours gone), that newer one stays.
+    for _ in range(8):
+        _exchange(temp, path)
+        back = os.lstat(temp)
+        if (back.st_dev, back.st_ino) == (placed.st_dev, placed.st_ino):
+            break
+        placed = displaced  # the older application file, now at `path`: swap it out again
+        displaced = back
+    os.unlink(temp)
+    return False
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_renameat2: Any = None
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Atomically swap two names (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    global _renameat2
+    if _renameat2 is None:
+        _renameat2 = False
+        with contextlib.suppress(Exception):
+            libc = ctypes.CDLL(None, use_errno=True)
+            function = libc.renameat2
+            function.argtypes = [
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.c_uint,
+            ]
+            function.restype = ctypes.c_int
+            _renameat2 = function
+    if _renameat2 is False:
+        return False
+    names = (os.fsencode(first), os.fsencode(second))
+    if _renameat2(_AT_FDCWD, names[0], _AT_FDCWD, names[1], _RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(error, os.strerror(error), str(second))

@@ -693,7 +693,10 @@ class JsonFileStore(Store):
                     self.backup_path, latest.raw, mode=PRIVATE_FILE, check=unchanged
                 ):
                     continue
-                if not atomic_write(self.target, new_bytes, like=self._stat, check=unchanged):
+                # The swap-in also catches an application rename landing after that check.
+                if not atomic_write(
+                    self.target, new_bytes, like=self._stat, check=unchanged, expected=self._stat
+                ):
                     continue
                 self._document = rewritten
                 return outcome
@@ -814,7 +817,9 @@ class JsonFileStore(Store):
         new_bytes = document.with_added(added)
         if not atomic_write(self.backup_path, document.raw, mode=PRIVATE_FILE, check=unchanged):
             return None
-        if not atomic_write(self.target, new_bytes, like=self._stat, check=unchanged):
+        if not atomic_write(
+            self.target, new_bytes, like=self._stat, check=unchanged, expected=self._stat
+        ):
             return None
         return len(added), skipped
 
