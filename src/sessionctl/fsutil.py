@@ -170,13 +170,19 @@ def _swap_in(temp: Path, path: Path, expected: os.stat_result) -> bool | None:
         return True
     # An application's rename landed after the check: put its file back. Should it have
     # renamed again meanwhile (a newer file at `path`, ours gone), that newer one stays.
-    for _ in range(8):
-        _exchange(temp, path)
-        back = os.lstat(temp)
-        if (back.st_dev, back.st_ino) == (placed.st_dev, placed.st_ino):
-            break
-        placed = displaced  # the older application file, now at `path`: swap it out again
-        displaced = back
+    try:
+        for _ in range(8):
+            _exchange(temp, path)
+            back = os.lstat(temp)
+            if (back.st_dev, back.st_ino) == (placed.st_dev, placed.st_ino):
+                break
+            placed = displaced  # the older application file, now at `path`: swap it out again
+            displaced = back
+    except OSError:
+        # `temp` may hold the application's file now: never delete it; put it back in place
+        # (the caller's cleanup then finds no temp file to remove).
+        os.replace(temp, path)
+        return False
     os.unlink(temp)
     return False
 
