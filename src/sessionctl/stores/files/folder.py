@@ -21,6 +21,7 @@ import errno
 import fcntl
 import os
 import stat
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,26 +49,28 @@ TRASH_PREFIX = ".sessionctl-removing."
 SELECTED_CACHE = 20_000
 
 
-class Codec:
+class Codec(ABC):
     """A file format: bytes to a record, an archived session back to bytes, ids to names."""
 
     #: The name shown by `describe`.
     name: ClassVar[str] = ""
 
+    @abstractmethod
     def decode(self, key: str, raw: bytes, info: os.stat_result) -> Record:
         """The record of one file (`key` its path below the folder); an undecodable file is a
         Record with data None and `error` saying why, never an exception."""
-        raise NotImplementedError
+        ...
 
     def restore_problem(self, entry: dict, source_kind: str | None, own_kind: str) -> str | None:
         """Why this format cannot hold the archived entry (one sentence), or None."""
         return None
 
-    def restored_bytes(self, entry: dict) -> bytes:
-        raise NotImplementedError
+    @abstractmethod
+    def restored_bytes(self, entry: dict) -> bytes: ...
 
-    def place_id(self, entry: dict, id_path: str | None) -> None:
-        """Put the session id where the mapping reads it, once the entry can go in."""
+    def place_id(self, entry: dict, id_path: str | None) -> None:  # noqa: B027 (a no-op by default)
+        """Put the session id where the mapping reads it, once the entry can go in (formats
+        whose records carry no id leave the entry as it is)."""
 
     def restored_owner(self, entry: dict) -> Any:
         """The mode and owner (st_mode, st_uid, st_gid) the archived file had, if the entry

@@ -17,6 +17,7 @@ arithmetic as the Python judge so that floats round the same way.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -50,7 +51,7 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-class Dialect:
+class Dialect(ABC):
     """What the judge needs to know of one SQL dialect. Each method returns SQL over the
     expression `x` (a quoted column), true exactly when Python would say the same of the value;
     where a dialect cannot say it exactly, the row is left to Python (see `decided`)."""
@@ -59,20 +60,21 @@ class Dialect:
         """Why the judge cannot address this table's rows in key order ("" when it can)."""
         return ""
 
+    @abstractmethod
     def numeric_time(self, x: str) -> str:
         """The value is a number Python reads as an epoch time (non-negative, below 1e17)."""
-        raise NotImplementedError
+        ...
 
     def text_epoch(self, x: str) -> str | None:
         """` WHEN <x is a text time SQL reads exactly> THEN <its epoch seconds>` for naive times
         in UTC, or None when text times are left to Python."""
         return None
 
-    def is_text(self, x: str) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def is_text(self, x: str) -> str: ...
 
-    def is_number(self, x: str) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def is_number(self, x: str) -> str: ...
 
     def text_in(self, x: str, literals: str) -> str:
         """The text value is one of the quoted literals, byte for byte (no collation)."""
@@ -82,22 +84,25 @@ class Dialect:
         """The value is the empty string, byte for byte (not blanks under RTRIM)."""
         return f"{x} = ''"
 
+    @abstractmethod
     def type_test(self, x: str, type_name: str) -> str | None:
         """The value holds `type_name` (string, integer, number, ...); None: no value here ever
         does (the column cannot hold that type)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def text_key(self, x: str) -> str:
         """The value as the text Python compares ids by, byte for byte."""
-        raise NotImplementedError
+        ...
 
     def group_key(self, x: str) -> str:
         """GROUP BY terms forming groups as Python forms them."""
         return self.text_key(x)
 
+    @abstractmethod
     def holds_reals(self, store, column: str) -> bool:
         """Whether the column may hold floats, whose text SQL and Python write differently."""
-        raise NotImplementedError
+        ...
 
     def sound(self, columns: list[str]) -> str:
         """True when Python can read every value of the row (its text is valid)."""

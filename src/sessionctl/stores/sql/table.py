@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+from abc import abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
@@ -93,8 +94,8 @@ class TableStore(Store):
         """The database as messages name it (never with a password)."""
         return str(self.path)
 
-    def query(self, sql: str, params=()) -> list[tuple]:
-        raise NotImplementedError
+    @abstractmethod
+    def query(self, sql: str, params=()) -> list[tuple]: ...
 
     def fetch_rows(self, conn, sql: str, params=()) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
@@ -103,8 +104,8 @@ class TableStore(Store):
     def translate_errors(self, doing: str):
         yield
 
-    def _writer_conn(self):
-        raise NotImplementedError
+    @abstractmethod
+    def _writer_conn(self): ...
 
     def begin_write(self, conn) -> None:
         conn.execute("BEGIN")
@@ -119,19 +120,20 @@ class TableStore(Store):
     def refusal(self, exc: BaseException) -> str:
         return str(exc)
 
-    def tables(self) -> list[str]:
-        raise NotImplementedError
+    @abstractmethod
+    def tables(self) -> list[str]: ...
 
-    def _columns(self, table: str) -> list[str]:
-        raise NotImplementedError
+    @abstractmethod
+    def _columns(self, table: str) -> list[str]: ...
 
-    def _primary_columns(self, table: str) -> list[str]:
-        raise NotImplementedError
+    @abstractmethod
+    def _primary_columns(self, table: str) -> list[str]: ...
 
+    @abstractmethod
     def cascading_keys(self, table: str) -> list[tuple[str, tuple, tuple]]:
         """(parent table, child columns, parent columns) for each foreign key of `table` with
         ON DELETE CASCADE; a parent column is None where the key names the parent's primary key."""
-        raise NotImplementedError
+        ...
 
     def parent_key_where(self, parent: str, parent_columns: tuple, child_columns: tuple) -> str:
         """SQL: the child columns hold the parameters, compared as the database's foreign key
