@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -91,6 +92,47 @@ class StoreSettings:
         where one is set: a new field needs only a setting of its name."""
         given = {f.name: settings.get(f.name) for f in fields(cls)}
         return cls(**{name: value for name, value in given.items() if value is not None})
+
+
+def read_password_file(path: str) -> str:
+    """The first line of a password file, refused unless only its owner can read it."""
+    target = os.path.expanduser(path)
+    try:
+        info = os.stat(target)
+    except OSError as exc:
+        raise usage_error(f"password_file {target}: {exc.strerror or exc}") from None
+    if info.st_mode & 0o077:
+        raise usage_error(
+            f"password_file {target} is readable by others (mode {info.st_mode & 0o777:04o})",
+            f"chmod 600 {target}",
+        )
+    try:
+        with open(target, encoding="utf-8") as handle:
+            return handle.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise usage_error(f"cannot read password_file {target}: {exc}") from None
+
+
+def configured_password(
+    settings: StoreSettings, address: Address, own_sources: str | None = None
+) -> str | None:
+    """The password from `password_env`, then `password_file`, then one written in the address
+    (with a warning naming `own_sources`, the driver's own places, when given); None leaves it
+    to the driver's own sources."""
+    if settings.password_env:
+        value = os.environ.get(settings.password_env)
+        if value is None:
+            raise usage_error(f"password_env names ${settings.password_env}, which is not set")
+        return value
+    if settings.password_file:
+        return read_password_file(str(settings.password_file))
+    if address.secret is not None and own_sources:
+        print(
+            "sessionctl: warning: a password written in the store address; use "
+            f"password_env, password_file or {own_sources} (it is never shown or stored)",
+            file=sys.stderr,
+        )
+    return address.secret
 
 
 def file_address(

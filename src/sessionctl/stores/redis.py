@@ -37,7 +37,15 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ..domain.errors import SessionctlError, busy_error, store_error, usage_error
 from ..domain.model import Record
-from .base import Address, ArchiveFn, Candidate, RemoveOutcome, Store, StoreSettings
+from .base import (
+    Address,
+    ArchiveFn,
+    Candidate,
+    RemoveOutcome,
+    Store,
+    StoreSettings,
+    configured_password,
+)
 
 #: Keys asked for per SCAN call, and per pipeline of reads or deletes.
 SCAN_COUNT = 1000
@@ -224,25 +232,6 @@ def parse_redis_address(text: str) -> Address:
         params=tuple(params),
         secret=secret,
     )
-
-
-def read_password_file(path: str) -> str:
-    """The first line of a password file, refused unless only its owner can read it."""
-    target = os.path.expanduser(path)
-    try:
-        info = os.stat(target)
-    except OSError as exc:
-        raise usage_error(f"password_file {target}: {exc.strerror or exc}") from None
-    if info.st_mode & 0o077:
-        raise usage_error(
-            f"password_file {target} is readable by others (mode {info.st_mode & 0o777:04o})",
-            f"chmod 600 {target}",
-        )
-    try:
-        with open(target, encoding="utf-8") as handle:
-            return handle.readline().rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise usage_error(f"cannot read password_file {target}: {exc}") from None
 
 
 # --- values ------------------------------------------------------------------------------------
@@ -478,17 +467,8 @@ class RedisStore(Store):
     # connection and errors
 
     def _find_password(self, address: Address) -> str | None:
-        settings = self.settings
-        if settings.password_env:
-            value = os.environ.get(settings.password_env)
-            if value is None:
-                raise usage_error(f"password_env names ${settings.password_env}, which is not set")
-            return value
-        if settings.password_file:
-            return read_password_file(str(settings.password_file))
-        if address.secret is not None:
-            return address.secret
-        return os.environ.get("REDISCLI_AUTH") or None
+        password = configured_password(self.settings, address)
+        return password if password is not None else os.environ.get("REDISCLI_AUTH") or None
 
     @property
     def where(self) -> str:

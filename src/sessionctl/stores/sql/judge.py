@@ -51,6 +51,37 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def named_parameters(sql: str, backslash_escapes: bool = False) -> str:
+    """The judge's `:name` parameters as a driver's `%(name)s`, found outside quoted names and
+    literals (a table may be named `x'y` or `a:b`; doubled quotes inside toggle twice, and with
+    `backslash_escapes` (MySQL) a backslash escapes the next character of a '...' literal);
+    `::type` casts left alone; every `%` doubled so the driver takes none of the SQL's own
+    for a parameter."""
+    out, quote, escaped, i = [], None, False, 0
+    while i < len(sql):
+        char = sql[i]
+        if quote is not None:
+            if escaped:
+                escaped = False
+            elif backslash_escapes and quote == "'" and char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = None
+        elif char in "\"'`":
+            quote = char
+        elif char == ":" and (i == 0 or not (sql[i - 1].isalnum() or sql[i - 1] in ":_")):
+            end = i + 1
+            while end < len(sql) and (sql[end].isalnum() or sql[end] == "_"):
+                end += 1
+            if end > i + 1 and not sql[i + 1].isdigit():
+                out.append(f"%({sql[i + 1 : end]})s")
+                i = end
+                continue
+        out.append("%%" if char == "%" else char)
+        i += 1
+    return "".join(out)
+
+
 class Dialect(ABC):
     """What the judge needs to know of one SQL dialect. Each method returns SQL over the
     expression `x` (a quoted column), true exactly when Python would say the same of the value;

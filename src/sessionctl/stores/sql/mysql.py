@@ -43,8 +43,16 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ...domain.errors import SessionctlError, busy_error, store_error, usage_error
 from ...domain.model import Record
-from ..base import Address, ArchiveFn, Candidate, RemoveOutcome, StoreSettings, canonical_bytes
-from .judge import Dialect
+from ..base import (
+    Address,
+    ArchiveFn,
+    Candidate,
+    RemoveOutcome,
+    StoreSettings,
+    canonical_bytes,
+    configured_password,
+)
+from .judge import Dialect, named_parameters
 from .table import (
     BadText,
     TableStore,
@@ -412,35 +420,6 @@ def _percents_quoted(sql: str) -> str:
     return "".join(out)
 
 
-def _named(sql: str) -> str:
-    """The judge's `:name` parameters as PyMySQL's `%(name)s`, outside quoted names and
-    literals (a table may be named `x'y` or `a:b`); every `%` doubled so PyMySQL's formatting
-    takes none of the SQL's own for a parameter."""
-    out, quote, escaped, i = [], None, False, 0
-    while i < len(sql):
-        char = sql[i]
-        if quote is not None:
-            if escaped:
-                escaped = False
-            elif quote == "'" and char == "\\":
-                escaped = True
-            elif char == quote:
-                quote = None
-        elif char in "\"'`":
-            quote = char
-        elif char == ":" and (i == 0 or not (sql[i - 1].isalnum() or sql[i - 1] in ":_")):
-            end = i + 1
-            while end < len(sql) and (sql[end].isalnum() or sql[end] == "_"):
-                end += 1
-            if end > i + 1 and not sql[i + 1].isdigit():
-                out.append(f"%({sql[i + 1 : end]})s")
-                i = end
-                continue
-        out.append("%%" if char == "%" else char)
-        i += 1
-    return "".join(out)
-
-
 class _Conn:
     """A PyMySQL connection with the `execute(sql, params) -> cursor` the neutral layer uses."""
 
@@ -541,25 +520,8 @@ class MysqlStore(TableStore):
     # -- connections and errors ------------------------------------------------------------
 
     def _find_password(self, address: Address) -> str | None:
-        settings = self.settings
-        env_name = getattr(settings, "password_env", None)
-        file_name = getattr(settings, "password_file", None)
-        if env_name:
-            if env_name not in os.environ:
-                raise usage_error(f"password_env names ${env_name}, which is not set")
-            return os.environ[env_name]
-        if file_name:
-            from .postgres import read_password_file
-
-            return read_password_file(str(file_name))
-        if address.secret is not None:
-            print(
-                "sessionctl: warning: a password written in the store address; use "
-                "password_env, password_file or ~/.my.cnf (it is never shown or stored)",
-                file=sys.stderr,
-            )
-            return address.secret
-        return None  # the option file's, or none
+        # None: the option file's, or none.
+        return configured_password(self.settings, address, "~/.my.cnf")
 
     @property
     def where(self) -> str:
@@ -696,7 +658,7 @@ class MysqlStore(TableStore):
     def fetch_rows(self, conn, sql: str, params=()) -> list[tuple]:
         if isinstance(params, dict):  # the judge's `:name` parameters
             cursor = conn.raw.cursor()
-            cursor.execute(_named(sql), params)
+            cursor.execute(named_parameters(sql, backslash_escapes=True), params)
             # SUM() answers DECIMAL here: counts as the ints they are.
             return [
                 tuple(_json_value(v) if isinstance(v, decimal.Decimal) else v for v in row)

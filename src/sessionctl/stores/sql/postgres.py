@@ -23,13 +23,10 @@ import decimal
 import hashlib
 import os
 import re
-import stat
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -37,8 +34,16 @@ from ...domain.errors import SessionctlError, busy_error, store_error, usage_err
 from ...domain.mapping import CANDIDATES, norm_name
 from ...domain.model import Record
 from ...domain.timeparse import format_duration
-from ..base import Address, ArchiveFn, Candidate, RemoveOutcome, StoreSettings, canonical_bytes
-from .judge import Dialect
+from ..base import (
+    Address,
+    ArchiveFn,
+    Candidate,
+    RemoveOutcome,
+    StoreSettings,
+    canonical_bytes,
+    configured_password,
+)
+from .judge import Dialect, named_parameters
 from .table import READ_PAGE, TableStore, decode_value, quote_identifier
 
 SCHEMES = ("postgresql", "postgres")
@@ -194,24 +199,6 @@ def _display(params: dict[str, str]) -> str:
     )
     path = "/" + quote(params.get("dbname", ""), safe="")
     return f"postgresql://{netloc}{path}" + (f"?{query}" if query else "")
-
-
-def read_password_file(path: str) -> str:
-    """The first line of a password file, refused unless only its owner can read it."""
-    target = Path(path).expanduser()
-    try:
-        info = target.stat()
-    except OSError as exc:
-        raise usage_error(f"password_file {target}: {exc.strerror or exc}") from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise usage_error(
-            f"password_file {target} is readable by others (mode {info.st_mode & 0o777:04o})",
-            f"chmod 600 {target}",
-        )
-    try:
-        return target.read_text().splitlines()[0] if target.read_text() else ""
-    except (OSError, UnicodeDecodeError) as exc:
-        raise usage_error(f"cannot read password_file {target}: {exc}") from None
 
 
 def _json_value(value):
@@ -387,23 +374,8 @@ class PostgresStore(TableStore):
     # -- connections and errors ------------------------------------------------------------
 
     def _find_password(self, address: Address) -> str | None:
-        settings = self.settings
-        env_name = getattr(settings, "password_env", None)
-        file_name = getattr(settings, "password_file", None)
-        if env_name:
-            if env_name not in os.environ:
-                raise usage_error(f"password_env names ${env_name}, which is not set")
-            return os.environ[env_name]
-        if file_name:
-            return read_password_file(str(file_name))
-        if address.secret is not None:
-            print(
-                "sessionctl: warning: a password written in the store address; use "
-                "password_env, password_file or ~/.pgpass (it is never shown or stored)",
-                file=sys.stderr,
-            )
-            return address.secret
-        return None  # libpq's own sources: PGPASSWORD, ~/.pgpass, service files
+        # None: libpq's own sources (PGPASSWORD, ~/.pgpass, service files).
+        return configured_password(self.settings, address, "~/.pgpass")
 
     @property
     def where(self) -> str:
@@ -516,7 +488,7 @@ class PostgresStore(TableStore):
 
     def fetch_rows(self, conn, sql: str, params=()) -> list[tuple]:
         if isinstance(params, dict):
-            sql, params = _named(sql), params
+            sql, params = named_parameters(sql), params
         else:
             params = list(params) or None
         return conn.execute(sql, params).fetchall()
@@ -1089,32 +1061,6 @@ def _lenient_times(conn) -> None:
                     return bytes(data).decode("utf-8", "replace")
 
         conn.adapters.register_loader(name, Lenient)
-
-
-def _named(sql: str) -> str:
-    """`:name` parameters (the judge's notation) as psycopg's `%(name)s`, outside quoted names
-    and literals (a table may be named `x'y` or `a:b`; quotes inside are doubled, so toggling
-    on each quote character reads them right); `::type` casts left alone; every `%` doubled
-    so psycopg takes none of the SQL's own for a parameter."""
-    out, quote, i = [], None, 0
-    while i < len(sql):
-        char = sql[i]
-        if quote is not None:
-            if char == quote:
-                quote = None
-        elif char in "\"'":
-            quote = char
-        elif char == ":" and (i == 0 or not (sql[i - 1].isalnum() or sql[i - 1] in ":_")):
-            end = i + 1
-            while end < len(sql) and (sql[end].isalnum() or sql[end] == "_"):
-                end += 1
-            if end > i + 1 and not sql[i + 1].isdigit():
-                out.append(f"%({sql[i + 1 : end]})s")
-                i = end
-                continue
-        out.append("%%" if char == "%" else char)
-        i += 1
-    return "".join(out)
 
 
 def _archive_value(value):
